@@ -1,0 +1,29 @@
+# Two commands do all the set-up: `make demo` (the whole pipeline) and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch/torchvision first, from the pinned pair, so that no later resolve can pick another build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[pipeline,test]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/itpn demo
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+bench: setup
+	$(PY) benchmarks/throughput.py --small
+
+clean:
+	rm -rf $(VENV)

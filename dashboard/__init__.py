@@ -1,0 +1,1 @@
+"""The Streamlit dashboard over the results store (``app.py``) and how to launch it."""

@@ -1,0 +1,89 @@
+"""``prepare(kind, url)``: the first stage of every pipeline run, the same for real and generated data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ._gen import GeneratedData
+from .ade20k import generate_ade20k
+from .coco import generate_coco
+from .dota import generate_dota
+from .errors import ValidationReport
+from .imagenet import generate_imagenet
+from .manifest import content_hash, load_manifest, write_manifest
+from .validate import check_kind, validate
+
+
+def _generate_imagenet_tar(url: str, **kwargs: Any) -> GeneratedData:
+    return generate_imagenet(url, layout="tar", **kwargs)
+
+
+GENERATORS: dict[str, Callable[..., GeneratedData]] = {
+    "imagenet": generate_imagenet,
+    "imagenet_tar": _generate_imagenet_tar,
+    "coco": generate_coco,
+    "ade20k": generate_ade20k,
+    "dota": generate_dota,
+}
+
+
+@dataclass
+class PreparedData:
+    """Result of :func:`prepare`: where the data is, its manifest and the validation report."""
+
+    kind: str
+    url: str
+    manifest: dict[str, Any]
+    report: ValidationReport
+    generated: GeneratedData | None = None
+
+    @property
+    def skipped(self) -> list[str]:
+        return self.report.skipped_samples
+
+
+def _plain(value: Any) -> Any:
+    """JSON-shaped copy of generator arguments (tuples become lists), for comparison with a manifest."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in sorted(value.items())}
+    return value
+
+
+def prepare(
+    kind: str,
+    url: str,
+    *,
+    generate: bool = False,
+    strict: bool = False,
+    workers: int | None = None,
+    **generator_kwargs: Any,
+) -> PreparedData:
+    """(Optionally generate,) validate and write ``manifest.json`` for the data set of ``kind`` at ``url``.
+
+    With ``generate`` the generator writes a stand-in data set at ``url`` first (``generator_kwargs`` go to
+    it, e.g. ``seed``, ``num_classes``, ``overwrite``); when ``url`` already holds a data set generated with
+    the same arguments it is reused (and re-validated). Real data takes the same path with
+    ``generate=False``: only the URL differs. ``strict`` raises on the first bad sample; by default bad
+    samples are skipped and listed in the manifest.
+    """
+    check_kind(kind)
+    generated: GeneratedData | None = None
+    previous = load_manifest(url)
+    record: dict[str, Any] | None = (previous or {}).get("generator")
+    if generate:
+        name = GENERATORS[kind].__name__.lstrip("_")
+        arguments = _plain({k: v for k, v in generator_kwargs.items() if k != "overwrite"})
+        reusable = record is not None and record.get("name") == name and record.get("arguments") == arguments
+        if not reusable or generator_kwargs.get("overwrite"):
+            generated = GENERATORS[kind](url, **generator_kwargs)
+            record = {"name": name, "arguments": arguments, "params": _plain(generated.params)}
+    elif generator_kwargs:
+        raise TypeError(f"generator arguments {sorted(generator_kwargs)} need generate=True")
+    report = validate(kind, url, strict=strict, workers=workers)
+    if generated is None and previous and previous.get("content_hash") != content_hash(report.file_hashes):
+        record = None  # the files changed since they were generated: no longer the generator's output
+    manifest = write_manifest(kind, url, report=report, generator=record)
+    return PreparedData(kind=kind, url=url, manifest=manifest, report=report, generated=generated)

@@ -1,0 +1,287 @@
+"""Load released iTPN / Fast-iTPN / HiViT checkpoints and the project's own safetensors exports.
+
+Released checkpoints number every stem block, merge and attention block in one ``blocks.N``
+list, write Fast-iTPN's stem as convolutions and its attention as separate q/k/v projections;
+``convert_official`` maps them onto this project's modules in one place. ``load_checkpoint``
+then drops pre-training-only keys (and says which), resamples position tables for another
+grid, and fails with the key and both shapes on any real mismatch.
+"""
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import fsspec
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from timm.layers import resample_abs_pos_embed, resize_rel_pos_bias_table
+from torch import nn
+
+PRETRAIN_ONLY = re.compile(
+    r"^(mask_token|decoder_|decoder\.|lm_head\.|lm_cls_head\.|norm_cls\.|cls_pt_layers\.|teacher\.|mfm_|mim_)"
+)
+CLASSIFIER = re.compile(r"^(head|fc_norm|norm)\.")
+# Parameters initialised to a no-op (zero bias tables), so a checkpoint trained without them loads.
+NEUTRAL_WHEN_NEW = re.compile(r"relative_position_bias_table$")
+PYRAMID_KEYS = ("align_dim_16tofpn", "split_16to8", "align_dim_16to8", "block_16to8", "split_8to4",
+                "align_dim_8to4", "block_8to4", "fpn_modules")
+WRAPPER_KEYS = ("model", "state_dict", "module", "model_ema")
+WRAPPER_PREFIXES = ("module.", "backbone.", "_orig_mod.")
+
+
+@dataclass
+class LoadReport:
+    """What ``load_checkpoint`` did with every key."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)  # checkpoint key -> why it was not used
+    resized: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    initialised: list[str] = field(default_factory=list)  # model keys left at their initial values
+
+    def summary(self) -> str:
+        lines = [f"{self.source}: loaded {len(self.loaded)} tensors"]
+        reasons: dict[str, list[str]] = {}
+        for key, why in self.dropped.items():
+            reasons.setdefault(why, []).append(key)
+        for why, keys in reasons.items():
+            lines.append(f"  dropped {len(keys)} ({why}): {_abbreviate(keys)}")
+        for key, (old, new) in self.resized.items():
+            lines.append(f"  resized {key}: {old} -> {new}")
+        if self.initialised:
+            lines.append(f"  left at initialisation: {_abbreviate(self.initialised)}")
+        return "\n".join(lines)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit the model; the message names every key and both shapes."""
+
+
+def _abbreviate(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def read_state_dict(path_or_url: str) -> dict[str, torch.Tensor]:
+    """Read a ``.pt``/``.pth`` (any of the usual wrappers) or ``.safetensors`` file from any fsspec URL."""
+    try:
+        with fsspec.open(path_or_url, "rb") as handle:
+            payload = handle.read()
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"checkpoint not found: {path_or_url} (check the path or URL; nothing is "
+                                f"downloaded, released weights must be placed there by hand)") from error
+    if str(path_or_url).endswith(".safetensors"):
+        return load_safetensors_bytes(payload)
+    try:
+        checkpoint = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a corrupt or foreign file
+        raise ValueError(f"{path_or_url} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}); "
+                         f"re-download or re-export it") from error
+    for wrapper in WRAPPER_KEYS:
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
+            checkpoint = checkpoint[wrapper]
+            break
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(f"{path_or_url} holds no state dict (expected a mapping of names to tensors, "
+                         f"possibly under one of {WRAPPER_KEYS})")
+    state_dict = {}
+    for key, value in checkpoint.items():
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        state_dict[key] = value
+    return state_dict
+
+
+def save_safetensors(state_dict: dict[str, torch.Tensor], url: str, metadata: dict[str, str] | None = None) -> None:
+    """Write a state dict as safetensors to any fsspec URL, atomically for local paths."""
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
+    payload = save_safetensors_bytes(tensors, metadata=metadata)
+    filesystem, path = fsspec.core.url_to_fs(url)
+    temporary = f"{path}.tmp"
+    with filesystem.open(temporary, "wb") as handle:
+        handle.write(payload)
+    filesystem.mv(temporary, path)
+
+
+def is_official_layout(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Released checkpoints put stem blocks in ``blocks.N``; this project's have ``stages.``."""
+    return not any(key.startswith(("stages.", "pyramid.")) for key in state_dict) and any(
+        key.startswith("blocks.") for key in state_dict)
+
+
+def _stem_index(index: int, depths: tuple[int, int, int]) -> tuple[str, int]:
+    """Map a released ``blocks.N`` index to ('stage', s, j) / ('merge', s) / ('main', i)."""
+    first, second = depths[0], depths[1]
+    if index < first:
+        return f"stages.0.blocks.{index}", -1
+    if index == first:
+        return "stages.0.merge", -1
+    if index <= first + second:
+        return f"stages.1.blocks.{index - first - 1}", -1
+    if index == first + second + 1:
+        return "stages.1.merge", -1
+    return "blocks", index - first - second - 2
+
+
+def _convert_stem_block(rest: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+    rest = rest.replace("norm2.", "norm.").replace("mlp.ffn_ln.", "mlp.norm.")
+    if value.dim() == 4:  # 1x1 convolution -> Linear
+        value = value.flatten(1)
+    return rest, value
+
+
+def _convert_merge(rest: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+    if rest == "reduction.weight" and value.dim() == 4:  # 2x2/2 convolution -> Linear over (r0c0, r1c0, r0c1, r1c1)
+        value = value.permute(0, 3, 2, 1).reshape(value.shape[0], -1)
+    return rest, value
+
+
+_MAIN_RENAMES = (("gamma_1", "ls1.gamma"), ("gamma_2", "ls2.gamma"), ("mlp.w1.", "mlp.fc1_g."),
+                 ("mlp.w2.", "mlp.fc1_x."), ("mlp.w3.", "mlp.fc2."), ("mlp.ffn_ln.", "mlp.norm."))
+
+
+def convert_official(state_dict: dict[str, torch.Tensor], depths: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+    """Rename a released state dict (iTPN, Fast-iTPN, HiViT; fine-tuning or pre-training) to this
+    project's module names. ``depths`` are the stem and stage-3 depths of the target model."""
+    converted: dict[str, torch.Tensor] = {}
+    split_qkv: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        if key == "absolute_pos_embed":
+            converted["pos_embed"] = value
+            continue
+        if key.startswith(PYRAMID_KEYS):
+            converted["pyramid." + key.replace(".norm2.", ".norm.")] = value
+            continue
+        match = re.match(r"^blocks\.(\d+)\.(.+)$", key)
+        if not match:
+            converted[key] = value
+            continue
+        prefix, main_index = _stem_index(int(match.group(1)), depths)
+        rest = match.group(2)
+        if main_index < 0:
+            convert = _convert_merge if prefix.endswith("merge") else _convert_stem_block
+            rest, value = convert(rest, value)
+            converted[f"{prefix}.{rest}"] = value
+            continue
+        projection = re.match(r"^attn\.([qkv])_proj\.weight$", rest)
+        if projection:
+            split_qkv.setdefault(main_index, {})[projection.group(1)] = value
+            continue
+        for old, new in _MAIN_RENAMES:
+            rest = rest.replace(old, new)
+        converted[f"blocks.{main_index}.{rest}"] = value
+    for index, parts in split_qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise CheckpointMismatchError(f"blocks.{index}: the checkpoint has only the {sorted(parts)} projections "
+                                          f"of a split q/k/v attention")
+        converted[f"blocks.{index}.attn.qkv.weight"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return converted
+
+
+def describe(state_dict: dict[str, torch.Tensor]) -> str:
+    """A one-line fingerprint of an architecture from its (converted) state dict."""
+    main = {int(m.group(1)) for k in state_dict if (m := re.match(r"^blocks\.(\d+)\.", k))}
+    dim = state_dict["pos_embed"].shape[-1] if "pos_embed" in state_dict else "?"
+    kind = "SwiGLU/LayerScale (Fast-iTPN)" if any(".mlp.fc1_g." in k for k in state_dict) else "GELU-MLP (iTPN/HiViT)"
+    stem = [len({m.group(1) for k in state_dict if (m := re.match(rf"^stages\.{s}\.blocks\.(\d+)\.", k))})
+            for s in (0, 1)]
+    pyramid = "with pyramid" if any(k.startswith("pyramid.") for k in state_dict) else "no pyramid"
+    return f"{kind}, embed dim {dim}, stem depths {stem}, {len(main)} attention blocks, {pyramid}"
+
+
+def _resize(key: str, value: torch.Tensor, target: torch.Tensor, model: nn.Module) -> torch.Tensor | None:
+    """Resample position tables to the model's grid; None if ``key`` cannot be resized."""
+    if key == "pos_embed" and value.dim() == 3 and value.shape[-1] == target.shape[-1]:
+        old = int(round(value.shape[1] ** 0.5))
+        if old * old == value.shape[1]:
+            return resample_abs_pos_embed(value, new_size=list(model.pos_grid), old_size=[old, old],
+                                          num_prefix_tokens=0)
+    if key.endswith("relative_position_bias_table") and value.shape[-1] == target.shape[-1]:
+        old_side = int(round(value.shape[0] ** 0.5))
+        if old_side * old_side == value.shape[0]:
+            old = ((old_side + 1) // 2,) * 2
+            return resize_rel_pos_bias_table(value, new_window_size=tuple(model.pos_grid),
+                                             new_bias_shape=tuple(target.shape), old_window_size=old)
+    return None
+
+
+def _mismatch_hint(key: str, source: torch.Size, target: torch.Size) -> str:
+    if key.startswith("pyramid."):
+        return f" (the checkpoint's pyramid is {source[0]}-d here; build the model with fpn_dim matching it)"
+    if ".ls" in key:
+        return " (LayerScale width differs: another model size)"
+    return ""
+
+
+def load_checkpoint(model: nn.Module, path_or_url: str, strict: bool = True,
+                    allow_missing: Iterable[str] = ()) -> LoadReport:
+    """Load released or exported weights into ``model`` and report what happened to every key.
+
+    Pre-training-only keys (mask token, decoders, distillation heads) are dropped and listed; a
+    classifier whose class count differs is left at initialisation (fine-tuning to a new label
+    set); position embeddings and relative position tables are resampled to the model's grid.
+    Any other difference raises ``CheckpointMismatchError`` naming the keys and shapes. Model
+    keys the checkpoint lacks are an error under ``strict`` unless they start with one of
+    ``allow_missing`` (e.g. ``("pyramid.",)`` to start a pyramid from scratch), belong to
+    the classifier, or start as a no-op (relative position tables, zero-initialised).
+    """
+    state_dict = read_state_dict(path_or_url)
+    if is_official_layout(state_dict):
+        state_dict = convert_official(state_dict, model.depths)
+    report = LoadReport(source=str(path_or_url))
+    target = model.state_dict()
+    has_pyramid = getattr(model, "pyramid", None) is not None
+    to_load: dict[str, torch.Tensor] = {}
+    unexpected, mismatched = [], []
+    for key, value in state_dict.items():
+        if key.endswith("relative_position_index"):
+            report.dropped[key] = "derived buffer, recomputed for every grid"
+        elif PRETRAIN_ONLY.match(key):
+            report.dropped[key] = "pre-training only"
+        elif key.startswith("pyramid.") and not has_pyramid:
+            report.dropped[key] = "feature pyramid; build the model with pyramid=True to use it"
+        elif key not in target:
+            if CLASSIFIER.match(key):
+                report.dropped[key] = "classifier, the model has none"
+            else:
+                unexpected.append(key)
+        elif value.shape != target[key].shape:
+            resized = _resize(key, value, target[key], model)
+            if resized is not None:
+                report.resized[key] = (tuple(value.shape), tuple(resized.shape))
+                to_load[key] = resized
+            elif key.startswith("head."):
+                report.dropped[key] = f"classifier for {value.shape[0]} classes, the model has {target[key].shape[0]}"
+            else:
+                mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(target[key].shape)}"
+                                  + _mismatch_hint(key, value.shape, target[key].shape))
+        else:
+            to_load[key] = value
+    allowed = tuple(allow_missing)
+    missing = [k for k in target if k not in to_load]
+    not_allowed = [k for k in missing
+                   if not (CLASSIFIER.match(k) or NEUTRAL_WHEN_NEW.search(k) or k.startswith(allowed))]
+    problems = []
+    if mismatched:
+        problems.append("shape mismatches:\n    " + "\n    ".join(mismatched))
+    if unexpected:
+        problems.append(f"keys the model does not have: {_abbreviate(unexpected, 10)}")
+    if not_allowed and strict:
+        hint = ""
+        if any(".ls1.gamma" in k for k in not_allowed):
+            hint = " (the checkpoint has no LayerScale gamma_1/gamma_2: build the model with init_values=0)"
+        elif any(k.startswith("pyramid.") for k in not_allowed):
+            hint = " (the checkpoint has no feature pyramid: pass allow_missing=('pyramid.',) to start it from scratch)"
+        problems.append(f"model keys missing from the checkpoint: {_abbreviate(not_allowed, 10)}{hint}")
+    if problems:
+        raise CheckpointMismatchError(
+            f"{path_or_url} does not fit {type(model).__name__}.\n  checkpoint: {describe(state_dict)}\n"
+            f"  model:      {describe(target)}\n  " + "\n  ".join(problems))
+    model.load_state_dict(to_load, strict=False)
+    report.loaded = sorted(to_load)
+    report.initialised = missing
+    return report

@@ -1,0 +1,1 @@
+"""Services around the experiments: settings, the results store and artifact storage."""

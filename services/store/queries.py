@@ -1,0 +1,309 @@
+"""Reading results: the query API the dashboard and the CLI use.
+
+A reader opens the store read-only. Queries return pandas DataFrames with UTC timestamps.
+Speed-up of a benchmark row = its img/s over the ``baseline`` variant's img/s for the same
+model, resolution, batch size, device and dtype, taken from the same run when that run
+measured the baseline, else from the newest baseline measured in the selected runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, Select, func, select
+
+from services import settings
+from services.store.engine import (
+    StoreNotInitialisedError,
+    StoreSchemaError,
+    check_connection,
+    display_url,
+    make_engine,
+    parse_url,
+    sqlite_path,
+)
+from services.store.migrate import current_revision, head_revision
+from services.store.models import Artifact, Benchmark, Experiment, Metric, Run
+
+BASELINE = "baseline"
+# The metric each task is judged by in the accuracy / speed-up plot.
+MAIN_METRICS = {
+    "classification": "top1",
+    "detection": "bbox_mAP",
+    "segmentation": "mIoU",
+    "rotated_detection": "mAP",
+}
+MODEL_SIZES = ("tiny", "small", "base", "large", "huge")
+_SPEED_KEY = ["model", "resolution", "batch_size", "device", "dtype"]
+_TIMESTAMPS = ("created_at", "started_at", "finished_at", "recorded_at")
+
+
+def model_size(model: str) -> str:
+    """The size word in a model name (``fast_itpn_base_patch16_224`` -> ``base``), or ``''``."""
+    return next((part for part in model.split("_") if part in MODEL_SIZES), "")
+
+
+def model_family(model: str) -> str:
+    """The name up to the size word (``fast_itpn_base_patch16_224`` -> ``fast_itpn``)."""
+    size = model_size(model)
+    return model.split(f"_{size}")[0] if size else model
+
+
+def pareto_front(points: pd.DataFrame, x: str = "speedup", y: str = "accuracy") -> pd.DataFrame:
+    """The points no other point beats on both ``x`` and ``y`` (higher is better), by ascending x."""
+    ordered = points.dropna(subset=[x, y]).sort_values([x, y], ascending=[False, False])
+    keep: list[Any] = []
+    best_y = float("-inf")
+    for index, value in ordered[y].items():
+        if value > best_y:
+            keep.append(index)
+            best_y = value
+    return ordered.loc[keep].sort_values(x)
+
+
+def _utc(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in _TIMESTAMPS:
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+class ResultsReader:
+    """Read-only access to the store; use ``open_reader`` to get one."""
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self.engine = engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> ResultsReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _frame(self, statement: Select[Any]) -> pd.DataFrame:
+        with self.engine.connect() as connection:
+            result = connection.execute(statement)
+            frame = pd.DataFrame.from_records([tuple(row) for row in result], columns=list(result.keys()))
+        return _utc(frame)
+
+    def is_empty(self) -> bool:
+        """Whether no run was recorded yet."""
+        with self.engine.connect() as connection:
+            return not connection.scalar(select(func.count()).select_from(Run))
+
+    def experiments(self) -> pd.DataFrame:
+        """Experiments with their number of runs."""
+        runs = func.count(Run.id).label("runs")
+        statement = (
+            select(Experiment.id.label("experiment_id"), Experiment.name, Experiment.description, Experiment.created_at, runs)
+            .outerjoin(Run, Run.experiment_id == Experiment.id)
+            .group_by(Experiment.id)
+            .order_by(Experiment.name)
+        )
+        return self._frame(statement)
+
+    def runs(self, experiment: str | None = None, status: str | None = None) -> pd.DataFrame:
+        """Runs, newest first: status, error, timings, attempts, git commit, params, hardware."""
+        statement = (
+            select(
+                Run.id.label("run_id"),
+                Experiment.name.label("experiment"),
+                Run.run_key,
+                Run.flow_name,
+                Run.flow_run_id,
+                Run.status,
+                Run.error,
+                Run.attempts,
+                Run.started_at,
+                Run.finished_at,
+                Run.duration_s,
+                Run.git_commit,
+                Run.params,
+                Run.hardware,
+            )
+            .join(Experiment, Run.experiment_id == Experiment.id)
+            .order_by(Run.started_at.desc(), Run.id.desc())
+        )
+        if experiment is not None:
+            statement = statement.where(Experiment.name == experiment)
+        if status is not None:
+            statement = statement.where(Run.status == status)
+        return self._frame(statement)
+
+    def metrics(
+        self,
+        *,
+        experiment: str | None = None,
+        run_id: int | None = None,
+        task: str | None = None,
+        split: str | None = None,
+        name: str | None = None,
+        completed_only: bool = False,
+    ) -> pd.DataFrame:
+        """Metric rows with their run's experiment, status and end time."""
+        statement = (
+            select(
+                Metric.run_id,
+                Experiment.name.label("experiment"),
+                Run.status,
+                Run.finished_at,
+                Metric.task,
+                Metric.dataset,
+                Metric.split,
+                Metric.model,
+                Metric.variant,
+                Metric.name,
+                Metric.step,
+                Metric.value,
+                Metric.recorded_at,
+            )
+            .join(Run, Metric.run_id == Run.id)
+            .join(Experiment, Run.experiment_id == Experiment.id)
+            .order_by(Metric.run_id, Metric.task, Metric.name, Metric.step)
+        )
+        conditions = {
+            Experiment.name: experiment,
+            Metric.run_id: run_id,
+            Metric.task: task,
+            Metric.split: split,
+            Metric.name: name,
+        }
+        for column, wanted in conditions.items():
+            if wanted is not None:
+                statement = statement.where(column == wanted)
+        if completed_only:
+            statement = statement.where(Run.status == "completed")
+        return self._frame(statement)
+
+    def training_curves(self, run_id: int) -> pd.DataFrame:
+        """Every metric of one run by step (loss, lr, accuracy during training ...)."""
+        return self.metrics(run_id=run_id)
+
+    def benchmarks(self, experiment: str | None = None, device: str | None = None) -> pd.DataFrame:
+        """Benchmark rows of completed runs with a ``speedup`` column (NaN where no baseline exists)."""
+        statement = (
+            select(
+                Benchmark.run_id,
+                Experiment.name.label("experiment"),
+                Benchmark.model,
+                Benchmark.variant,
+                Benchmark.resolution,
+                Benchmark.batch_size,
+                Benchmark.device,
+                Benchmark.dtype,
+                Benchmark.images_per_s,
+                Benchmark.latency_ms,
+                Benchmark.memory_mb,
+                Benchmark.gflops,
+                Benchmark.recorded_at,
+            )
+            .join(Run, Benchmark.run_id == Run.id)
+            .join(Experiment, Run.experiment_id == Experiment.id)
+            .where(Run.status == "completed")
+            .order_by(Benchmark.model, Benchmark.device, Benchmark.resolution, Benchmark.variant)
+        )
+        if experiment is not None:
+            statement = statement.where(Experiment.name == experiment)
+        if device is not None:
+            statement = statement.where(Benchmark.device == device)
+        frame = self._frame(statement)
+        for column in ("images_per_s", "latency_ms", "memory_mb", "gflops"):
+            frame[column] = frame[column].astype(float)
+        frame["speedup"] = _speedups(frame)
+        return frame
+
+    def accuracy_vs_speedup(
+        self, experiment: str | None = None, device: str | None = None, split: str = "val"
+    ) -> pd.DataFrame:
+        """One row per (task, model, variant, device, resolution): the task's main metric and speed-up.
+
+        With ``device`` only that device's benchmarks count. The accuracy is the newest value of the task's main metric (``MAIN_METRICS``) on
+        ``split`` from completed runs. The speed-up comes from the largest-batch benchmark of
+        that model and variant; ``baseline`` is 1.0 by definition, and a variant with no
+        benchmark has NaN.
+        """
+        metrics = self.metrics(experiment=experiment, split=split, completed_only=True)
+        main = metrics[metrics["task"].map(MAIN_METRICS) == metrics["name"]]
+        main = main[main["variant"] != ""]
+        newest = main.sort_values(["finished_at", "step", "recorded_at"]).drop_duplicates(
+            ["task", "dataset", "model", "variant"], keep="last"
+        )
+        accuracy = newest[["task", "dataset", "model", "variant", "name", "value", "run_id"]].rename(
+            columns={"name": "metric", "value": "accuracy"}
+        )
+
+        speed = self.benchmarks(experiment=experiment, device=device)
+        speed = speed.sort_values(["batch_size", "recorded_at"]).drop_duplicates(
+            ["model", "variant", "device", "resolution"], keep="last"
+        )[["model", "variant", "device", "resolution", "batch_size", "images_per_s", "speedup"]]
+        points = accuracy.merge(speed, on=["model", "variant"], how="left")
+        points.loc[points["variant"] == BASELINE, "speedup"] = 1.0
+        points.insert(3, "size", points["model"].map(model_size))
+        points.insert(3, "family", points["model"].map(model_family))
+        return points.sort_values(["task", "model", "speedup"]).reset_index(drop=True)
+
+    def artifacts(self, run_id: int | None = None) -> pd.DataFrame:
+        """Recorded artifacts: URL, sha256, size."""
+        statement = select(
+            Artifact.id.label("artifact_id"),
+            Artifact.run_id,
+            Artifact.name,
+            Artifact.url,
+            Artifact.sha256,
+            Artifact.size_bytes,
+            Artifact.recorded_at,
+        ).order_by(Artifact.recorded_at.desc())
+        if run_id is not None:
+            statement = statement.where(Artifact.run_id == run_id)
+        return self._frame(statement)
+
+
+def _speedups(frame: pd.DataFrame) -> pd.Series:
+    baselines = frame[frame["variant"] == BASELINE]
+    same_run = baselines[["run_id", *_SPEED_KEY, "images_per_s"]].rename(columns={"images_per_s": "base_run"})
+    newest = (
+        baselines.sort_values("recorded_at")
+        .drop_duplicates(_SPEED_KEY, keep="last")[[*_SPEED_KEY, "images_per_s"]]
+        .rename(columns={"images_per_s": "base_newest"})
+    )
+    merged = frame.merge(same_run, on=["run_id", *_SPEED_KEY], how="left").merge(newest, on=_SPEED_KEY, how="left")
+    reference = merged["base_run"].fillna(merged["base_newest"])
+    return pd.Series((merged["images_per_s"] / reference).to_numpy(), index=frame.index, name="speedup")
+
+
+def open_reader(url: str | None = None) -> ResultsReader:
+    """A read-only reader for the store at ``url`` (default: ``services.settings.store_url()``).
+
+    Raises ``StoreNotInitialisedError`` when the store was never created,
+    ``StoreSchemaError`` when its schema is at another revision, and
+    ``StoreUnavailableError`` when the database cannot be reached.
+    """
+    target = url or settings.store_url()
+    parsed = parse_url(target)
+    empty_hint = (
+        f"the results store at {display_url(target)} has no results yet: run `itpn demo` to fill it "
+        "(or `itpn store upgrade` to create it empty)"
+    )
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_path(parsed)
+        if path is not None and not path.exists():
+            raise StoreNotInitialisedError(empty_hint)
+    engine = make_engine(target, read_only=True)
+    check_connection(engine, target)
+    revision = current_revision(engine)
+    if revision is None:
+        engine.dispose()
+        raise StoreNotInitialisedError(empty_hint)
+    head = head_revision()
+    if revision != head:
+        engine.dispose()
+        raise StoreSchemaError(
+            f"the results store at {display_url(target)} is at schema revision {revision}, "
+            f"this code expects {head}: run `itpn store upgrade`"
+        )
+    return ResultsReader(target, engine)

@@ -1,0 +1,66 @@
+"""A results store filled with test rows for the dashboard tests (test data, not results)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.store import MetricRow, open_writer
+
+BASE = "fast_itpn_base_patch16_224"
+TINY = "fast_itpn_tiny_patch16_224"
+# (variant, img/s factor over baseline, top-1, box mAP)
+VARIANTS = [
+    ("baseline", 1.00, 88.0, 53.4),
+    ("migration_10", 1.15, 88.0, 53.4),
+    ("migration_20", 1.20, 87.5, 52.85),
+    ("window", 1.90, 87.2, 52.8),
+    ("window_gathering_hrpe", 1.70, 87.6, 52.9),
+]
+
+
+def fill(url: str) -> None:
+    with open_writer(url) as writer:
+        with writer.run("acceleration", "eval-accel", flow_name="evaluate", git_commit="0a1b2c3") as run_id:
+            metrics, benchmarks = [], []
+            for model, base_speed, shift in ((BASE, 100.0, 0.0), (TINY, 400.0, -6.0)):
+                for variant, factor, top1, box in VARIANTS:
+                    metrics.append(MetricRow("classification", "imagenet", "val", "top1", top1 + shift, 0, model, variant))
+                    metrics.append(MetricRow("detection", "coco", "val", "bbox_mAP", box + shift, 0, model, variant))
+                    for device, scale in (("cpu", 1.0), ("cuda", 20.0)):
+                        benchmarks.append(
+                            {
+                                "model": model,
+                                "variant": variant,
+                                "resolution": 224,
+                                "batch_size": 32,
+                                "images_per_s": base_speed * scale * factor,
+                                "device": device,
+                                "latency_ms": 1000.0 / (base_speed * scale * factor),
+                                "memory_mb": 800.0,
+                                "gflops": 17.0 / factor,
+                            }
+                        )
+            writer.add_metrics(run_id, metrics)
+            writer.add_benchmarks(run_id, benchmarks)
+        run_id = writer.start_run("smoke", "broken-run", flow_name="finetune")
+        writer.fail_run(run_id, "Traceback (most recent call last):\nRuntimeError: CUDA out of memory")
+        with writer.run("acceleration", "pretrain-base", flow_name="pretrain") as run_id:
+            writer.add_metrics(
+                run_id,
+                [MetricRow("pretrain", "imagenet", "train", "loss", 2.0 / (step + 1), step, BASE) for step in range(20)]
+                + [MetricRow("pretrain", "imagenet", "train", "lr", 1e-4 * step, step, BASE) for step in range(20)],
+            )
+
+
+@pytest.fixture(scope="session")
+def filled_store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('dashboard-store')}/results.db"
+    fill(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def app_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "dashboard" / "app.py"

@@ -1,0 +1,116 @@
+"""The dashboard script under Streamlit's AppTest: charts exist and the filters change them."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from services.store import upgrade
+
+TINY = "fast_itpn_tiny_patch16_224"
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+
+
+def values(array: list[float] | dict[str, str]) -> list[float]:
+    """A plotly data array: a list, or the typed-array form plotly writes for numpy data."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"])).tolist()
+    return list(array)
+
+
+def table(at: AppTest, column: str) -> pd.DataFrame:
+    """The table that has ``column``: images_per_s for benchmarks, run_key for runs."""
+    return next(frame.value for frame in at.dataframe if column in frame.value.columns)
+
+
+def started(app_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("ITPN_STORE_URL", url)
+    at = AppTest.from_file(str(app_path), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_charts_and_tables_render(app_path: Path, filled_store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = started(app_path, filled_store_url, monkeypatch)
+    assert [header.value for header in at.header] == ["Accuracy vs speed-up", "Benchmarks", "Runs", "Training curves"]
+    titles = chart_titles(at)
+    assert titles[:2] == ["classification: top1 vs speed-up", "detection: bbox_mAP vs speed-up"]
+    assert titles[2:] == ["loss", "lr"]  # curves of the newest run (pretraining)
+
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    points = [trace for trace in spec["data"] if trace["mode"] == "markers"]
+    fronts = [trace for trace in spec["data"] if trace["mode"] == "lines"]
+    assert len(points) == 2 and len(fronts) == 2  # two models, a front each
+    assert sum(len(values(trace["x"])) for trace in points) == 10  # one point per variant
+    base = next(trace for trace in points if trace["name"] == "fast_itpn_base_patch16_224")
+    assert sorted(values(base["x"])) == pytest.approx([1.0, 1.15, 1.2, 1.7, 1.9])
+    base_front = next(trace for trace in fronts if trace["name"].startswith("fast_itpn_base"))
+    assert values(base_front["x"]) == pytest.approx([1.15, 1.7, 1.9])  # migration_20 is dominated
+    assert any(shape["x0"] == 1.0 and shape["x1"] == 1.0 for shape in spec["layout"]["shapes"])
+    assert at.sidebar.selectbox(key="device").value == "cpu"
+
+    benchmarks = table(at, "images_per_s")
+    assert len(benchmarks) == 10 and set(benchmarks["device"]) == {"cpu"}
+    assert benchmarks.loc[benchmarks["variant"] == "window", "speedup"].round(2).tolist() == [1.9, 1.9]
+    runs = table(at, "run_key")
+    assert set(runs["status"]) == {"completed", "failed"}
+    assert runs.loc[runs["status"] == "failed", "error"].tolist() == ["RuntimeError: CUDA out of memory"]
+
+
+def test_filters_change_what_is_shown(app_path: Path, filled_store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = started(app_path, filled_store_url, monkeypatch)
+
+    at.sidebar.multiselect(key="tasks").set_value(["detection"]).run()
+    assert [title for title in chart_titles(at) if "speed-up" in title] == ["detection: bbox_mAP vs speed-up"]
+
+    at.sidebar.multiselect(key="models").set_value([TINY]).run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {trace["name"] for trace in spec["data"] if trace["mode"] == "markers"} == {TINY}
+    assert set(table(at, "images_per_s")["model"]) == {TINY}
+
+    at.sidebar.selectbox(key="device").set_value("cuda").run()
+    assert set(table(at, "images_per_s")["device"]) == {"cuda"}
+
+    at.sidebar.selectbox(key="experiment").set_value("smoke").run()
+    assert not at.exception
+    assert table(at, "run_key")["run_key"].tolist() == ["broken-run"]
+    assert not [title for title in chart_titles(at) if "speed-up" in title]
+    assert any("No accuracy" in info.value for info in at.info)
+
+
+def test_run_selection_switches_training_curves(
+    app_path: Path, filled_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = started(app_path, filled_store_url, monkeypatch)
+    at.multiselect(key="curve-metrics").set_value(["loss"]).run()
+    assert [title for title in chart_titles(at) if "speed-up" not in title] == ["loss"]
+    loss = json.loads(at.get("plotly_chart")[-1].proto.spec)["data"][0]
+    assert values(loss["x"]) == list(range(20))
+
+    evaluation = next(run_id for run_id in at.selectbox(key="curve-run").options if "eval-accel" in run_id)
+    at.selectbox(key="curve-run").set_value(int(evaluation.split()[0].lstrip("#"))).run()
+    assert [title for title in chart_titles(at) if "speed-up" not in title] == []
+    assert any("no metric over several steps" in info.value for info in at.info)
+
+
+def test_empty_store_says_how_to_fill_it(app_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = started(app_path, f"sqlite:///{tmp_path}/missing.db", monkeypatch)
+    assert any("itpn demo" in info.value for info in missing.info)
+    assert not missing.get("plotly_chart")
+    assert not (tmp_path / "missing.db").exists()
+
+    url = f"sqlite:///{tmp_path}/empty.db"
+    upgrade(url)
+    empty = started(app_path, url, monkeypatch)
+    assert any("itpn demo" in info.value for info in empty.info)
+    assert not empty.get("plotly_chart")

@@ -1,0 +1,166 @@
+"""Reading the results store: speed-ups, accuracy vs speed-up, Pareto fronts, read-only access."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from services.store import (
+    MetricRow,
+    StoreNotInitialisedError,
+    StoreUnavailableError,
+    model_family,
+    model_size,
+    open_reader,
+    open_writer,
+    pareto_front,
+    upgrade,
+)
+
+BASE = "fast_itpn_base_patch16_224"
+TINY = "fast_itpn_tiny_patch16_224"
+
+
+def bench(model: str, variant: str, images_per_s: float, device: str = "cpu", batch: int = 64) -> dict[str, object]:
+    return {
+        "model": model,
+        "variant": variant,
+        "resolution": 224,
+        "batch_size": batch,
+        "images_per_s": images_per_s,
+        "device": device,
+    }
+
+
+def top1(model: str, variant: str, value: float, step: int = 0) -> MetricRow:
+    return MetricRow("classification", "imagenet", "val", "top1", value, step=step, model=model, variant=variant)
+
+
+def test_speedup_uses_the_same_runs_baseline_then_the_newest(store_url: str) -> None:
+    with open_writer(store_url) as writer:
+        with writer.run("accel", "bench-a") as run_a:
+            writer.add_benchmarks(run_a, [bench(BASE, "baseline", 100.0), bench(BASE, "window", 190.0)])
+            writer.add_benchmarks(run_a, [bench(BASE, "baseline", 300.0, device="cuda")])
+        with writer.run("accel", "bench-b") as run_b:
+            writer.add_benchmarks(run_b, [bench(BASE, "baseline", 50.0), bench(BASE, "migration_20", 60.0)])
+        with writer.run("accel", "bench-c") as run_c:
+            writer.add_benchmarks(run_c, [bench(BASE, "migration_40", 127.0), bench(BASE, "window", 600.0, "cuda")])
+            writer.add_benchmarks(run_c, [bench(TINY, "window", 900.0)])
+    with open_reader(store_url) as reader:
+        rows = reader.benchmarks()
+    speed = {(r.run_id, r.variant, r.device, r.model): r.speedup for r in rows.itertuples()}
+    assert speed[(run_a, "window", "cpu", BASE)] == pytest.approx(1.9)
+    assert speed[(run_b, "migration_20", "cpu", BASE)] == pytest.approx(1.2)  # same run's baseline (50)
+    assert speed[(run_c, "migration_40", "cpu", BASE)] == pytest.approx(127.0 / 50.0)  # newest baseline
+    assert speed[(run_c, "window", "cuda", BASE)] == pytest.approx(2.0)  # baseline of the same device
+    assert math.isnan(speed[(run_c, "window", "cpu", TINY)])  # no baseline for that model
+
+
+def test_accuracy_vs_speedup_one_point_per_variant(store_url: str) -> None:
+    with open_writer(store_url) as writer:
+        with writer.run("accel", "eval") as run_id:
+            writer.add_metrics(
+                run_id,
+                [
+                    top1(BASE, "baseline", 88.0),
+                    top1(BASE, "migration_10", 85.0, step=1),
+                    top1(BASE, "migration_10", 87.8, step=5),  # the newest step counts
+                    top1(BASE, "window", 86.0),
+                    top1(BASE, "migration_40", 87.0),  # no benchmark: NaN speed-up
+                    MetricRow("classification", "imagenet", "val", "top5", 99.0, model=BASE, variant="window"),
+                    MetricRow("detection", "coco", "val", "bbox_mAP", 53.4, model=BASE, variant="baseline"),
+                    MetricRow("detection", "coco", "val", "bbox_mAP", 53.0, model=BASE, variant="window"),
+                    MetricRow("classification", "imagenet", "train", "top1", 99.0, model=BASE, variant="window"),
+                ],
+            )
+            writer.add_benchmarks(
+                run_id,
+                [bench(BASE, "baseline", 100.0), bench(BASE, "migration_10", 115.0), bench(BASE, "window", 190.0)],
+            )
+        with writer.run("other", "eval-other") as other:
+            writer.add_metrics(other, [top1(TINY, "baseline", 80.0)])
+    with open_reader(store_url) as reader:
+        points = reader.accuracy_vs_speedup(experiment="accel", device="cpu")
+        everything = reader.accuracy_vs_speedup()
+    table = points.set_index(["task", "variant"])
+    assert sorted(table.index) == [
+        ("classification", "baseline"),
+        ("classification", "migration_10"),
+        ("classification", "migration_40"),
+        ("classification", "window"),
+        ("detection", "baseline"),
+        ("detection", "window"),
+    ]
+    assert table.loc[("classification", "migration_10"), "accuracy"] == 87.8
+    assert table.loc[("classification", "migration_10"), "speedup"] == pytest.approx(1.15)
+    assert table.loc[("classification", "baseline"), "speedup"] == 1.0
+    assert table.loc[("detection", "window"), "accuracy"] == 53.0
+    assert table.loc[("detection", "window"), "metric"] == "bbox_mAP"
+    assert math.isnan(table.loc[("classification", "migration_40"), "speedup"])
+    assert set(points["size"]) == {"base"} and set(points["family"]) == {"fast_itpn"}
+    assert TINY in set(everything["model"]) and TINY not in set(points["model"])
+
+
+def test_pareto_front_keeps_undominated_points() -> None:
+    points = pd.DataFrame(
+        {
+            "variant": ["baseline", "migration_10", "migration_20", "window", "window_gathering"],
+            "speedup": [1.0, 1.15, 1.1, 1.9, 1.85],
+            "accuracy": [53.4, 53.4, 53.2, 52.8, 52.7],
+        }
+    )
+    front = pareto_front(points)
+    assert front["variant"].tolist() == ["migration_10", "window"]
+    assert pareto_front(points.iloc[:0]).empty
+
+
+def test_model_names_split_into_family_and_size() -> None:
+    assert (model_family(BASE), model_size(BASE)) == ("fast_itpn", "base")
+    assert (model_family("itpn_large_patch16_224"), model_size("itpn_large_patch16_224")) == ("itpn", "large")
+    assert (model_family("hivit_small_patch16_224"), model_size("hivit_small_patch16_224")) == ("hivit", "small")
+    assert (model_family("resnet50"), model_size("resnet50")) == ("resnet50", "")
+
+
+def test_reader_is_read_only(store_url: str) -> None:
+    with open_writer(store_url) as writer:
+        writer.record_experiment("accel")
+    with open_reader(store_url) as reader:
+        assert reader.is_empty()  # an experiment, no runs yet
+        with pytest.raises(DBAPIError, match="(?i)read-?only"):
+            with reader.engine.begin() as connection:
+                connection.execute(text("INSERT INTO experiments (name, description, created_at) VALUES ('x', '', '2025-01-01')"))
+        assert reader.experiments()["name"].tolist() == ["accel"]
+
+
+def test_reader_explains_an_empty_or_missing_store(tmp_path: Path) -> None:
+    missing = f"sqlite:///{tmp_path}/nothing-here.db"
+    with pytest.raises(StoreNotInitialisedError, match="itpn demo"):
+        open_reader(missing)
+    assert not (tmp_path / "nothing-here.db").exists()  # reading never creates the store
+
+    empty = f"sqlite:///{tmp_path}/empty.db"
+    upgrade(empty)
+    with open_reader(empty) as reader:
+        assert reader.is_empty()
+        assert reader.accuracy_vs_speedup().empty
+        assert reader.benchmarks().empty
+
+
+def test_unreachable_store_names_the_url_and_the_fix() -> None:
+    url = "postgresql+psycopg://someone:secret@127.0.0.1:9/results"
+    with pytest.raises(StoreUnavailableError) as caught:
+        open_reader(url)
+    message = str(caught.value)
+    assert "postgresql+psycopg://someone:***@127.0.0.1:9/results" in message
+    assert "secret" not in message
+    assert "ITPN_STORE_URL" in message
+
+
+def test_unsupported_url_is_refused_with_the_supported_forms() -> None:
+    with pytest.raises(Exception, match="supported: sqlite:///<path> or postgresql"):
+        open_reader("mysql://localhost/results")
