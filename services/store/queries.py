@@ -100,7 +100,13 @@ class ResultsReader:
         """Experiments with their number of runs."""
         runs = func.count(Run.id).label("runs")
         statement = (
-            select(Experiment.id.label("experiment_id"), Experiment.name, Experiment.description, Experiment.created_at, runs)
+            select(
+                Experiment.id.label("experiment_id"),
+                Experiment.name,
+                Experiment.description,
+                Experiment.created_at,
+                runs,
+            )
             .outerjoin(Run, Run.experiment_id == Experiment.id)
             .group_by(Experiment.id)
             .order_by(Experiment.name)
@@ -222,10 +228,10 @@ class ResultsReader:
     ) -> pd.DataFrame:
         """One row per (task, model, variant, device, resolution): the task's main metric and speed-up.
 
-        With ``device`` only that device's benchmarks count. The accuracy is the newest value of the task's main metric (``MAIN_METRICS``) on
+        The accuracy is the newest value of the task's main metric (``MAIN_METRICS``) on
         ``split`` from completed runs. The speed-up comes from the largest-batch benchmark of
-        that model and variant; ``baseline`` is 1.0 by definition, and a variant with no
-        benchmark has NaN.
+        that model and variant (only ``device``'s benchmarks when one is given); ``baseline``
+        is 1.0 by definition, and a variant with no benchmark has NaN.
         """
         metrics = self.metrics(experiment=experiment, split=split, completed_only=True)
         main = metrics[metrics["task"].map(MAIN_METRICS) == metrics["name"]]

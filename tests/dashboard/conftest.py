@@ -26,8 +26,10 @@ def fill(url: str) -> None:
             metrics, benchmarks = [], []
             for model, base_speed, shift in ((BASE, 100.0, 0.0), (TINY, 400.0, -6.0)):
                 for variant, factor, top1, box in VARIANTS:
-                    metrics.append(MetricRow("classification", "imagenet", "val", "top1", top1 + shift, 0, model, variant))
-                    metrics.append(MetricRow("detection", "coco", "val", "bbox_mAP", box + shift, 0, model, variant))
+                    metrics += [
+                        MetricRow("classification", "imagenet", "val", "top1", top1 + shift, 0, model, variant),
+                        MetricRow("detection", "coco", "val", "bbox_mAP", box + shift, 0, model, variant),
+                    ]
                     for device, scale in (("cpu", 1.0), ("cuda", 20.0)):
                         benchmarks.append(
                             {

@@ -107,7 +107,8 @@ def test_dashboard_renders_in_chromium(dashboard_url: str, tmp_path: Path) -> No
     assert titles[:2] == ["classification: top1 vs speed-up", "detection: bbox_mAP vs speed-up"]
     assert {"loss", "lr"} <= set(titles)
     assert markers >= 20  # 2 tasks x 2 models x 5 variants
-    assert [header.strip() for header in headers[:4]] == ["Accuracy vs speed-up", "Benchmarks", "Runs", "Training curves"]
+    expected_headers = ["Accuracy vs speed-up", "Benchmarks", "Runs", "Training curves"]
+    assert [header.strip() for header in headers[:4]] == expected_headers
     assert annotations.count("baseline 1.0×") == 2  # the 1.0× line on both accuracy charts
     assert "(broken-run)" in body  # the failed run's error expander (tables draw on a canvas)
     assert "(read-only)" in body

@@ -16,10 +16,9 @@ INSERTS = 50
 def write_rows(url: str, worker: int) -> None:
     # Each process migrates (racing the others on a fresh store), then writes one run and
     # INSERTS single-row transactions, so the writers interleave as much as they can.
-    with open_writer(url) as writer:
-        with writer.run("concurrency", f"worker-{worker}", params={"worker": worker}) as run_id:
-            for step in range(INSERTS):
-                writer.add_metrics(run_id, [MetricRow("pretrain", "in1k", "train", "loss", 1.0 / (step + 1), step)])
+    with open_writer(url) as writer, writer.run("concurrency", f"worker-{worker}", params={"worker": worker}) as run_id:
+        for step in range(INSERTS):
+            writer.add_metrics(run_id, [MetricRow("pretrain", "in1k", "train", "loss", 1.0 / (step + 1), step)])
 
 
 def test_parallel_writer_processes(store_url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from services.store import (
     MetricRow,
+    StoreError,
     StoreNotInitialisedError,
     StoreUnavailableError,
     model_family,
@@ -131,9 +133,9 @@ def test_reader_is_read_only(store_url: str) -> None:
         writer.record_experiment("accel")
     with open_reader(store_url) as reader:
         assert reader.is_empty()  # an experiment, no runs yet
-        with pytest.raises(DBAPIError, match="(?i)read-?only"):
-            with reader.engine.begin() as connection:
-                connection.execute(text("INSERT INTO experiments (name, description, created_at) VALUES ('x', '', '2025-01-01')"))
+        insert = text("INSERT INTO experiments (name, description, created_at) VALUES ('x', '', '2025-01-01')")
+        with pytest.raises(DBAPIError, match=r"(?i)read-?only"), reader.engine.begin() as connection:
+            connection.execute(insert)
         assert reader.experiments()["name"].tolist() == ["accel"]
 
 
@@ -151,7 +153,16 @@ def test_reader_explains_an_empty_or_missing_store(tmp_path: Path) -> None:
         assert reader.benchmarks().empty
 
 
-def test_unreachable_store_names_the_url_and_the_fix() -> None:
+def test_unopenable_store_names_the_url_and_the_fix(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}"  # a directory, not a database file
+    with pytest.raises(StoreUnavailableError) as caught:
+        open_reader(url)
+    assert f"cannot open the results store at {url}" in str(caught.value)
+    assert "ITPN_STORE_URL" in str(caught.value)
+
+
+def test_unreachable_postgres_hides_the_password() -> None:
+    pytest.importorskip("psycopg", reason="PostgreSQL driver not installed (pip install -e '.[postgres]')")
     url = "postgresql+psycopg://someone:secret@127.0.0.1:9/results"
     with pytest.raises(StoreUnavailableError) as caught:
         open_reader(url)
@@ -161,6 +172,12 @@ def test_unreachable_store_names_the_url_and_the_fix() -> None:
     assert "ITPN_STORE_URL" in message
 
 
+def test_missing_postgres_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # makes `import psycopg` fail
+    with pytest.raises(StoreError, match=r"pip install -e '\.\[postgres\]'"):
+        open_reader("postgresql://someone@127.0.0.1:9/results")
+
+
 def test_unsupported_url_is_refused_with_the_supported_forms() -> None:
-    with pytest.raises(Exception, match="supported: sqlite:///<path> or postgresql"):
+    with pytest.raises(StoreError, match="supported: sqlite:///<path> or postgresql"):
         open_reader("mysql://localhost/results")

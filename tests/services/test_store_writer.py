@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from services import artifacts
+from services.store import BenchmarkRow, MetricRow, ResultsWriter, StoreError, open_reader, open_writer
 from services.store import writer as writer_module
-from services.store import BenchmarkRow, MetricRow, StoreError, open_reader, open_writer
-from services.store.models import Benchmark, Metric, Run
+from services.store.models import Base, Benchmark, Metric, Run
 
 MODEL = "fast_itpn_base_patch16_224"
 
@@ -29,24 +29,22 @@ def bench(variant: str, images_per_s: float, **extra: object) -> dict[str, objec
     return row
 
 
-def count(writer: object, model: type) -> int:
-    with writer.engine.connect() as connection:  # type: ignore[attr-defined]
+def count(writer: ResultsWriter, model: type[Base]) -> int:
+    with writer.engine.connect() as connection:
         return connection.scalar(select(func.count()).select_from(model))
 
 
 def test_run_lifecycle_records_params_hardware_and_timings(store_url: str) -> None:
-    with open_writer(store_url) as writer:
-        with writer.run(
-            "accel",
-            "bench-1",
-            flow_name="benchmark",
-            flow_run_id="0f1e",
-            git_commit="abc123",
-            params={"batch": 64, "path": Path("/x")},
-            hardware={"cpu": "x86", "cores": 2},
-        ) as run_id:
-            with open_reader(store_url) as reader:
-                assert reader.runs().loc[0, "status"] == "running"
+    with open_writer(store_url) as writer, writer.run(
+        "accel",
+        "bench-1",
+        flow_name="benchmark",
+        flow_run_id="0f1e",
+        git_commit="abc123",
+        params={"batch": 64, "path": Path("/x")},
+        hardware={"cpu": "x86", "cores": 2},
+    ) as run_id, open_reader(store_url) as reader:
+        assert reader.runs().loc[0, "status"] == "running"
     with open_reader(store_url) as reader:
         runs = reader.runs()
         experiments = reader.experiments()
@@ -111,16 +109,15 @@ def test_rewriting_a_row_replaces_its_value(store_url: str) -> None:
 def test_failed_run_keeps_store_consistent_and_records_error(store_url: str) -> None:
     good = MetricRow("classification", "imagenet", "val", "top1", 80.0, model=MODEL, variant="baseline")
     with open_writer(store_url) as writer:
-        with pytest.raises(ValueError, match="finite"):
-            with writer.run("accel", "broken") as run_id:
-                writer.add_metrics(run_id, [good])
-                writer.add_metrics(
-                    run_id,
-                    [
-                        MetricRow("classification", "imagenet", "val", "top5", 95.0, model=MODEL, variant="baseline"),
-                        MetricRow("classification", "imagenet", "val", "top1", float("nan"), step=1),
-                    ],
-                )
+        with pytest.raises(ValueError, match="finite"), writer.run("accel", "broken") as run_id:
+            writer.add_metrics(run_id, [good])
+            writer.add_metrics(
+                run_id,
+                [
+                    MetricRow("classification", "imagenet", "val", "top5", 95.0, model=MODEL, variant="baseline"),
+                    MetricRow("classification", "imagenet", "val", "top1", float("nan"), step=1),
+                ],
+            )
         assert count(writer, Metric) == 1  # the whole second batch was refused
     with open_reader(store_url) as reader:
         run = reader.runs().iloc[0]
@@ -156,8 +153,9 @@ def test_error_inside_the_write_rolls_the_batch_back(store_url: str, monkeypatch
     with open_writer(store_url) as writer:
         run_id = writer.start_run("accel", "r")
         monkeypatch.setattr(writer_module, "_upsert", upsert_then_fail)
+        rows = [MetricRow("pretrain", "in1k", "train", "loss", float(step), step=step) for step in range(5)]
         with pytest.raises(RuntimeError, match="connection dropped"):
-            writer.add_metrics(run_id, [MetricRow("pretrain", "in1k", "train", "loss", float(i), step=i) for i in range(5)])
+            writer.add_metrics(run_id, rows)
         assert count(writer, Metric) == 0
 
 
@@ -208,9 +206,9 @@ def test_ingest_rejects_malformed_files(store_url: str, tmp_path: Path) -> None:
     not_list.write_text('{"rows": []}')
     with open_writer(store_url) as writer:
         run_id = writer.start_run("e", "r")
-        with pytest.raises(ValueError, match="no_step.jsonl:2 must be a JSON object with a 'step' key"):
+        with pytest.raises(ValueError, match=r"no_step\.jsonl:2 must be a JSON object with a 'step' key"):
             writer.ingest_metrics_jsonl(run_id, no_step, task="pretrain", dataset="in1k")
-        with pytest.raises(ValueError, match="broken.json is not valid JSON"):
+        with pytest.raises(ValueError, match=r"broken\.json is not valid JSON"):
             writer.ingest_benchmark_json(run_id, broken)
         with pytest.raises(ValueError, match="must hold a JSON list"):
             writer.ingest_benchmark_json(run_id, not_list)
