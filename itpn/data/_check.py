@@ -109,36 +109,40 @@ class Checker:
         rels = list(rels)
         key = sample_of or (lambda rel: rel)
 
-        def work(rel: str) -> tuple[str, bytes | None, Decoded | BaseException | None]:
+        def work(rel: str) -> tuple[str, str | None, int, Decoded | BaseException | None]:
             try:
                 data = read_bytes(self.fs, f"{self.root}/{rel}")
             except OSError as exc:
-                return rel, None, exc
+                return rel, None, 0, exc
+            digest = hashlib.sha256(data).hexdigest()
             if not data:
-                return rel, data, None
+                return rel, digest, 0, None
             try:
-                return rel, data, decode_image(data, keep_pixels=keep_pixels)
+                return rel, digest, len(data), decode_image(data, keep_pixels=keep_pixels)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-                return rel, data, exc
+                return rel, digest, len(data), exc
 
+        chunk = 32 * self.workers  # bounds how many decoded results wait in memory
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for rel, data, result in pool.map(work, rels):
-                if data is not None:
-                    self.report.file_hashes[rel] = hashlib.sha256(data).hexdigest()
-                if data is None:
-                    self.add("LayoutError", rel, f"cannot be read: {result}", "check the path and access rights",
-                             sample=key(rel), split=split)
-                    yield rel, None
-                elif not data:
-                    self.add("EmptyFileError", rel, "image file is empty (0 bytes)",
-                             "re-copy or re-download this file, or delete it", sample=key(rel), split=split)
-                    yield rel, None
-                elif isinstance(result, BaseException):
-                    self.add("CorruptImageError", rel, f"image cannot be decoded: {result}",
-                             "re-copy or re-download this file, or delete it", sample=key(rel), split=split)
-                    yield rel, None
-                else:
-                    yield rel, result
+            for first in range(0, len(rels), chunk):
+                for rel, digest, size, result in pool.map(work, rels[first : first + chunk]):
+                    if digest is not None:
+                        self.report.file_hashes[rel] = digest
+                    if digest is None:
+                        self.add("LayoutError", rel, f"cannot be read: {result}", "check the path and access rights",
+                                 sample=key(rel), split=split)
+                        yield rel, None
+                    elif size == 0:
+                        self.add("EmptyFileError", rel, "image file is empty (0 bytes)",
+                                 "re-copy or re-download this file, or delete it", sample=key(rel), split=split)
+                        yield rel, None
+                    elif isinstance(result, BaseException):
+                        self.add("CorruptImageError", rel, f"image cannot be decoded: {result}",
+                                 "re-copy or re-download this file, or delete it", sample=key(rel), split=split)
+                        yield rel, None
+                    else:
+                        assert isinstance(result, Decoded)
+                        yield rel, result
 
     # -- duplicates and completion ---------------------------------------------------------------------
     def report_duplicate_contents(self, rels: Iterable[str]) -> None:

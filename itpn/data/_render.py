@@ -78,7 +78,11 @@ def rasterize(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def rasterize_window(polygon: np.ndarray, height: int, width: int) -> tuple[int, int, np.ndarray]:
-    """Like :func:`rasterize` but only over the polygon's integer bounding window: ``(y0, x0, mask)``."""
+    """Rasterise over the polygon's integer bounding window only: ``(y0, x0, mask)``.
+
+    Faster on large images, but pycocotools' sub-pixel rounding can differ from :func:`rasterize` by a
+    border pixel, so annotations that are polygons must be painted with :func:`rasterize`.
+    """
     x0 = max(int(np.floor(polygon[:, 0].min())) - 1, 0)
     y0 = max(int(np.floor(polygon[:, 1].min())) - 1, 0)
     x1 = min(int(np.ceil(polygon[:, 0].max())) + 2, width)

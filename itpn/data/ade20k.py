@@ -120,7 +120,7 @@ def generate_ade20k(
             mask_rel = _rel(BASE, "annotations", folder, f"{stem}.png")
             write_bytes(fs, join(root, image_rel), _render.encode_image(canvas, "JPEG"))
             buffer = io.BytesIO()
-            Image.fromarray(label, mode="L").save(buffer, format="PNG")
+            Image.fromarray(label).save(buffer, format="PNG")
             write_bytes(fs, join(root, mask_rel), buffer.getvalue())
             result.samples.append({"split": split, "file": image_rel, "mask_file": mask_rel, "mask": label})
     result.seconds = time.perf_counter() - start

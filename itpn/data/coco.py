@@ -88,10 +88,9 @@ def _render_coco_image(
         label = int(rng.integers(0, len(used)))
         style = _render.class_style(label)
         polygon = np.round(_render.shape_polygon(style.shape, cx, cy, radius, rng.uniform(0, 2 * np.pi)), 2)
-        y0, x0, local = _render.rasterize_window(polygon, height, width)
-        _render.paint(canvas, y0, x0, local, style, rng)
-        full = np.zeros((height, width), dtype=np.uint8)
-        full[y0 : y0 + local.shape[0], x0 : x0 + local.shape[1]] = local
+        full = _render.rasterize(polygon, height, width)  # exactly the mask pycocotools gives readers
+        _render.paint(canvas, 0, 0, full, style, rng)
+        full = full.astype(np.uint8)
         rle = mask_utils.encode(np.asfortranarray(full))
         crowd = bool(rng.random() < crowd_fraction)
         if crowd:
@@ -431,12 +430,18 @@ def _validate_split(chk: Checker, split: str, reference_classes: list[str] | Non
         if not isinstance(ann, dict):
             chk.add("AnnotationSchemaError", rel, "annotation must be an object", fix_ann, record=record)
             continue
-        img = images.get(ann.get("image_id"))  # type: ignore[arg-type]
+        image_id = ann.get("image_id")
+        img = images.get(image_id) if isinstance(image_id, int) else None
         sample = f"{folder}/{img['file_name']}" if img else None
         missing = [k for k in ("id", "image_id", "category_id", "bbox") if k not in ann]
         if missing:
             chk.add("AnnotationSchemaError", rel, f"annotation misses key(s) {missing}",
                     "add id, image_id, category_id and bbox", record=record, sample=sample, split=split)
+            continue
+        wrong = [k for k in ("id", "image_id", "category_id") if not isinstance(ann[k], int) or isinstance(ann[k], bool)]
+        if wrong:
+            chk.add("AnnotationSchemaError", rel, f"key(s) {wrong} must be integers", fix_ann,
+                    record=record, sample=sample, split=split)
             continue
         if img is None:
             chk.add("AnnotationSchemaError", rel, f"image_id {ann['image_id']} is not in the images list",

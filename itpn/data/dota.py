@@ -34,7 +34,7 @@ from ._base import RobustDataset, resolve_skip
 from ._check import IMAGE_EXTENSIONS, Checker
 from ._gen import GeneratedData, check_size, empty_target, sample_rng
 from .classes import DOTA_CLASSES
-from .errors import DotaLineError, LayoutError, PolygonError, UnknownClassError, ValidationReport
+from .errors import DotaLineError, LayoutError, UnknownClassError, ValidationReport
 from .fs import display, join, list_files, open_fs, read_bytes, write_bytes
 from .geometry import clip_polygon, min_area_rect, poly_nms, polygon_area, rectangle
 

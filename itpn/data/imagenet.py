@@ -15,9 +15,11 @@ Sharded-tar layout, for object storage (each member is ``<wnid>/<name>.JPEG``)::
 from __future__ import annotations
 
 import io
+import posixpath
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
@@ -28,7 +30,7 @@ from ._base import RobustDataset, resolve_skip
 from ._check import IMAGE_EXTENSIONS, Checker, decode_image
 from ._gen import GeneratedData, check_size, empty_target, sample_rng
 from .classes import imagenet_wnids
-from .errors import CorruptImageError, LayoutError, UnknownClassError, ValidationReport
+from .errors import CorruptImageError, LayoutError, ValidationReport
 from .fs import display, join, list_files, open_fs, read_bytes, write_bytes
 
 SPLITS = ("train", "val")
@@ -101,6 +103,8 @@ def generate_imagenet(
     check_size("image_size", image_size, 16)
     if train_per_class < 1 or val_per_class < 1:
         raise ValueError("train_per_class and val_per_class must be at least 1")
+    if layout not in ("folder", "tar"):
+        raise ValueError(f"layout must be 'folder' or 'tar', got {layout!r}")
     start = time.perf_counter()
     params = dict(seed=seed, num_classes=num_classes, train_per_class=train_per_class,
                   val_per_class=val_per_class, image_size=image_size, layout=layout)
@@ -114,45 +118,44 @@ def generate_imagenet(
         for split, rel, label, data in files:
             write_bytes(fs, join(root, rel), data)
             result.samples.append({"split": split, "file": rel, "label": label, "wnid": wnids[label]})
-    elif layout == "tar":
-        by_split: dict[str, list[tuple[str, bytes]]] = {s: [] for s in SPLITS}
+    else:
+        by_split: dict[str, list[tuple[str, Callable[[], bytes]]]] = {s: [] for s in SPLITS}
         labels: dict[str, int] = {}
         for split, rel, label, data in files:
             member = rel.split("/", 1)[1]
-            by_split[split].append((member, data))
+            by_split[split].append((member, partial(bytes, data)))
             labels[f"{split}/{member}"] = label
         for split, keys in _write_shards(fs, root, wnids, by_split, samples_per_shard, seed).items():
             for key in keys:
                 member = key.split(":", 1)[1]
                 label = labels[f"{split}/{member}"]
                 result.samples.append({"split": split, "file": key, "label": label, "wnid": wnids[label]})
-    else:
-        raise ValueError(f"layout must be 'folder' or 'tar', got {layout!r}")
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _tar_bytes(members: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name, data in members:
+def _write_tar(fs: Any, path: str, members: list[tuple[str, Callable[[], bytes]]]) -> None:
+    """Stream a tar of ``(member name, byte loader)`` to ``path`` (deterministic headers, mtime 0)."""
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(path, "wb") as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name, load in members:
+            data = load()
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = 0
             info.mode = 0o644
             archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def _write_shards(
     fs: Any,
     root: str,
     wnids: list[str],
-    by_split: dict[str, list[tuple[str, bytes]]],
+    by_split: dict[str, list[tuple[str, Callable[[], bytes]]]],
     samples_per_shard: int,
     seed: int,
 ) -> dict[str, list[str]]:
-    """Write ``classes.txt`` and the shards; the train split is shuffled (seeded) across shards."""
+    """Write ``classes.txt`` and the shards, one at a time; the train split is shuffled (seeded) across shards."""
     if samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be at least 1, got {samples_per_shard}")
     write_bytes(fs, join(root, CLASSES_FILE), ("\n".join(wnids) + "\n").encode())
@@ -160,12 +163,12 @@ def _write_shards(
     for split, members in by_split.items():
         order = list(range(len(members)))
         if split == "train":
-            order = list(np.random.default_rng(seed).permutation(len(members)))
+            order = [int(i) for i in np.random.default_rng(seed).permutation(len(members))]
         keys[split] = []
         for shard, first in enumerate(range(0, len(order), samples_per_shard)):
             chunk = [members[i] for i in order[first : first + samples_per_shard]]
             rel = f"{split}/{split}-{shard:06d}.tar"
-            write_bytes(fs, join(root, rel), _tar_bytes(chunk))
+            _write_tar(fs, join(root, rel), chunk)
             keys[split].extend(f"{rel}:{name}" for name, _ in chunk)
     return keys
 
@@ -188,11 +191,11 @@ def shard_imagenet(
     src_fs, src_root = open_fs(src_url)
     dst_fs, dst_root = empty_target(dst_url, overwrite)
     exclude = resolve_skip(src_url, skip)
-    by_split: dict[str, list[tuple[str, bytes]]] = {}
+    by_split: dict[str, list[tuple[str, Callable[[], bytes]]]] = {}
     for split in SPLITS:
         dataset = ImageNetFolder(src_url, split, classes=classes, skip=exclude)
         by_split[split] = [
-            (rel.split("/", 1)[1], read_bytes(src_fs, join(src_root, rel))) for rel, _ in dataset.samples
+            (rel.split("/", 1)[1], partial(read_bytes, src_fs, join(src_root, rel))) for rel, _ in dataset.samples
         ]
     keys = _write_shards(dst_fs, dst_root, classes, by_split, samples_per_shard, seed)
     return {split: len(v) for split, v in keys.items()}

@@ -38,10 +38,6 @@ class PreparedData:
     report: ValidationReport
     generated: GeneratedData | None = None
 
-    @property
-    def skipped(self) -> list[str]:
-        return self.report.skipped_samples
-
 
 def _plain(value: Any) -> Any:
     """JSON-shaped copy of generator arguments (tuples become lists), for comparison with a manifest."""
