@@ -1,0 +1,72 @@
+"""The pipeline's parameters: ``params.yaml``, typed, so the CLI, Prefect and DVC validate them alike.
+
+Each section is handed to the library's own config (``PretrainConfig`` and the fine-tuning
+configs), which reject unknown keys by name; this file fixes only the pipeline's outline.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+DATA_KINDS = ("imagenet", "coco", "ade20k", "dota")
+FINETUNE_TASKS = ("classification", "detection", "segmentation", "rotated")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExperimentParams(Strict):
+    name: str = "demo"
+    model: str = "fast_itpn_tiny_patch16_224"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model arguments")
+    device: str = "cpu"
+    gpus: int = Field(1, ge=0, description="GPUs per node for torchrun; 1 runs in one process")
+    output_dir: str = "outputs"
+
+
+class DataParams(Strict):
+    root: str = "outputs/data"
+    generate: bool = True
+    strict: bool = False
+    sets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class BenchmarkParams(Strict):
+    models: list[str] = Field(default_factory=lambda: ["fast_itpn_tiny_patch16_224"])
+    resolutions: list[int] = Field(default_factory=lambda: [224])
+    variants: list[str] = Field(default_factory=list, description="empty: every named variant")
+    batch_size: int = 2
+    dtype: str = "float32"
+    small: bool = True
+
+
+class PipelineParams(Strict):
+    experiment: ExperimentParams = Field(default_factory=ExperimentParams)
+    data: DataParams = Field(default_factory=DataParams)
+    pretrain: dict[str, Any] = Field(default_factory=dict)
+    finetune: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PipelineParams":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"parameters file not found: {path} (the repository's params.yaml is the default)")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from error
+        try:
+            return cls.model_validate(raw)
+        except Exception as error:
+            raise ValueError(f"{path}: {error}") from error
+
+    def data_url(self, kind: str) -> str:
+        return f"{self.data.root.rstrip('/')}/{kind}"
+
+    def stage_dir(self, stage: str) -> Path:
+        return Path(self.experiment.output_dir) / stage

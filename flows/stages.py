@@ -1,0 +1,240 @@
+"""The pipeline's stages, one command each, shared by the Prefect flows and ``dvc.yaml``:
+
+    python -m flows.stages prepare_data --params params.yaml
+    torchrun --nproc_per_node 8 -m flows.stages pretrain --params params.yaml
+
+A stage reads its section of the parameters, calls the library, and writes
+``<output_dir>/<stage>/result.json``: what it produced (URLs; the library's own files live in
+``<stage>/run/``), its metric rows, training curves, benchmark rows and the cache key it ran
+under (inputs + code). A stage whose ``result.json`` already carries the same key is not run
+again. ``metrics.json`` (flat) and ``curves.csv`` beside it are what DVC's metrics and plots read.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .params import FINETUNE_TASKS, PipelineParams
+
+CODE_ROOTS = ("itpn", "flows/stages.py", "flows/params.py", "configs")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class StageResult:
+    stage: str
+    key: str
+    outputs: dict[str, str] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    curves: list[dict[str, Any]] = field(default_factory=list)  # {"url", "task", "dataset", "split", "model"...}
+    benchmarks: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    hardware: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> "StageResult":
+        return cls(**json.loads(path.read_text()))
+
+    def write(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "result.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=2))
+        temporary.replace(path)
+        flat = {f"{m['task']}/{m['dataset']}/{m['split']}/{m['name']}" + (f"/{m['variant']}" if m.get("variant") else ""):
+                m["value"] for m in self.metrics}
+        (directory / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True))
+        write_curves_csv(self.curves, directory / "curves.csv")
+        return path
+
+
+def write_curves_csv(curves: list[dict[str, Any]], path: Path) -> None:
+    """All training curves of a stage as one CSV (``curve``, ``step`` and the logged values)."""
+    import fsspec
+
+    rows: list[dict[str, Any]] = []
+    for curve in curves:
+        with fsspec.open(curve["url"], "rt") as lines:
+            for line in lines:
+                if line.strip():
+                    record = json.loads(line)
+                    rows.append({"curve": f"{curve['task']}/{curve['dataset']}",
+                                 **{k: v for k, v in record.items() if isinstance(v, (int, float))}})
+    columns = ["curve", "step"] + sorted({k for row in rows for k in row} - {"curve", "step"})
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def hardware() -> dict[str, Any]:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpus": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpus"] = torch.cuda.device_count()
+    return info
+
+
+def code_digest() -> str:
+    """Hash of the library code and configs: a change to either invalidates cached stages."""
+    digest = hashlib.sha256()
+    for root in CODE_ROOTS:
+        path = REPO_ROOT / root
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for file in files:
+            if file.is_file() and file.suffix in (".py", ".yaml", ".yml", ".json") and "__pycache__" not in file.parts:
+                digest.update(str(file.relative_to(REPO_ROOT)).encode())
+                digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def stage_key(stage: str, inputs: Any) -> str:
+    payload = json.dumps({"stage": stage, "inputs": inputs, "code": code_digest()}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --- the stages ------------------------------------------------------------------------------
+def prepare_data(params: PipelineParams, out: Path) -> StageResult:
+    from itpn.data import prepare
+
+    result = StageResult("prepare_data", key="")
+    for kind, arguments in params.data.sets.items():
+        url = params.data_url(kind)
+        prepared = prepare(kind, url, generate=params.data.generate, strict=params.data.strict, **arguments)
+        result.outputs[kind] = url
+        counts = prepared.manifest.get("counts", {})
+        for split, count in counts.items():
+            if isinstance(count, (int, float)):
+                result.notes.append(f"{kind}/{split}: {count} samples")
+        if prepared.report.num_skipped:
+            result.notes.append(f"{kind}: skipped {prepared.report.num_skipped} bad samples "
+                                f"(listed in {url}/manifest.json)")
+    return result
+
+
+def pretrain(params: PipelineParams, out: Path) -> StageResult:
+    from itpn.pretrain import PretrainConfig, run_pretraining
+
+    section = {"model": params.experiment.model, "model_kwargs": params.experiment.model_kwargs,
+               "device": params.experiment.device, **params.pretrain,
+               "data_url": params.data_url("imagenet"), "output_url": str(out / "run")}
+    outcome = run_pretraining(PretrainConfig.from_dict(section, source="params.yaml: pretrain"))
+    result = StageResult("pretrain", key="")
+    result.outputs = {"export": outcome.export_url, "checkpoint": outcome.checkpoint_url or ""}
+    model = section["model"]
+    result.curves.append({"url": outcome.metrics_url, "task": "pretrain", "dataset": "imagenet", "split": "train",
+                          "model": model})
+    result.metrics.append({"task": "pretrain", "dataset": "imagenet", "split": "train", "name": "loss",
+                           "value": outcome.final_loss, "step": outcome.steps_done, "model": model})
+    if outcome.skipped_images:
+        result.notes.append(f"pretrain: skipped {outcome.skipped_images} unreadable images")
+    return result
+
+
+def finetune(task: str) -> Callable[[PipelineParams, Path], StageResult]:
+    def run(params: PipelineParams, out: Path) -> StageResult:
+        from itpn.finetune import read_rows, run_task
+
+        export = (params.stage_dir("pretrain") / "run" / "backbone.safetensors").as_posix()
+        data_kind = {"classification": "imagenet", "detection": "coco", "segmentation": "ade20k",
+                     "rotated": "dota"}[task]
+        section = {"model": params.experiment.model, "model_kwargs": params.experiment.model_kwargs,
+                   "device": params.experiment.device, **params.finetune.get(task, {}),
+                   "data_url": params.data_url(data_kind), "output_url": str(out / "run"), "pretrained": export}
+        outcome = run_task(task, section)
+        result = StageResult(f"finetune_{task}", key="")
+        result.outputs = {"checkpoint": outcome.checkpoint_url or ""}
+        result.metrics = read_rows(outcome.metrics_url)
+        if outcome.curve_url:
+            result.curves.append({"url": outcome.curve_url, "task": result.metrics[0]["task"],
+                                  "dataset": data_kind, "split": "train", "model": section["model"]})
+        return result
+
+    return run
+
+
+def benchmark_acceleration(params: PipelineParams, out: Path) -> StageResult:
+    from itpn.bench.acceleration import run_acceleration_benchmark
+
+    bench = params.benchmark
+    rows = run_acceleration_benchmark(models=bench.models, resolutions=bench.resolutions,
+                                      variants=bench.variants or None, batch_size=bench.batch_size,
+                                      dtype=bench.dtype, small=bench.small, out=str(out / "run" / "acceleration.json"))
+    return StageResult("benchmark_acceleration", key="", benchmarks=rows,
+                       outputs={"table": str(out / "run" / "acceleration.json")})
+
+
+STAGES: dict[str, Callable[[PipelineParams, Path], StageResult]] = {
+    "prepare_data": prepare_data,
+    "pretrain": pretrain,
+    **{f"finetune_{task}": finetune(task) for task in FINETUNE_TASKS},
+    "benchmark_acceleration": benchmark_acceleration,
+}
+UPSTREAM = {
+    "pretrain": ["prepare_data"],
+    **{f"finetune_{task}": ["prepare_data", "pretrain"] for task in FINETUNE_TASKS},
+}
+
+
+def stage_inputs(stage: str, params: PipelineParams) -> dict[str, Any]:
+    """What a stage's result depends on: its parameters and its upstream stages' keys."""
+    sections = {
+        "prepare_data": params.data.model_dump(),
+        "pretrain": params.pretrain,
+        "benchmark_acceleration": params.benchmark.model_dump(),
+    }
+    inputs: dict[str, Any] = {"model": params.experiment.model,
+                              "section": sections.get(stage) or params.finetune.get(stage.removeprefix("finetune_"))}
+    for upstream in UPSTREAM.get(stage, []):
+        path = params.stage_dir(upstream) / "result.json"
+        inputs[upstream] = StageResult.read(path).key if path.exists() else None
+    return inputs
+
+
+def run_stage(stage: str, params: PipelineParams, force: bool = False) -> StageResult:
+    """Run ``stage`` unless its ``result.json`` holds the same key; returns the (new or cached) result."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; the stages are: {', '.join(STAGES)}")
+    out = params.stage_dir(stage)
+    key = stage_key(stage, stage_inputs(stage, params))
+    previous = out / "result.json"
+    if not force and previous.exists():
+        cached = StageResult.read(previous)
+        if cached.key == key:
+            return cached
+    start = time.perf_counter()
+    result = STAGES[stage](params, out)
+    result.key, result.seconds, result.hardware = key, time.perf_counter() - start, hardware()
+    if int(os.environ.get("RANK", "0")) == 0:
+        result.write(out)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.stages", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=list(STAGES))
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--force", action="store_true", help="run even if a result with the same key exists")
+    args = parser.parse_args(argv)
+    result = run_stage(args.stage, PipelineParams.load(args.params), force=args.force)
+    print(json.dumps({"stage": result.stage, "key": result.key, "seconds": round(result.seconds, 1),
+                      "outputs": result.outputs}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""``itpn``: run the pipeline, its stages, the benchmarks, the store and the dashboard.
+
+``itpn demo`` is the README's main command: the whole ``experiment`` flow on generated data,
+CPU, SQLite and Prefect's temporary server, with a live view of the stages and a summary.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+store_app = typer.Typer(no_args_is_help=True, help="The results store.")
+app.add_typer(store_app, name="store")
+console = Console()
+
+PARAMS_OPTION = typer.Option("params.yaml", "--params", "-p", help="the pipeline's parameters file")
+
+
+def _offline() -> None:
+    """Prefect's home and the store in the state directory, analytics off; before Prefect is imported."""
+    from services.settings import offline_env, state_dir
+
+    state_dir(create=True)
+    for key, value in offline_env().items():
+        os.environ.setdefault(key, value)
+
+
+def _stage_table(stages: list[str], params_file: str, started: float) -> Table:
+    from flows.params import PipelineParams
+    from flows.stages import StageResult
+
+    params = PipelineParams.load(params_file)
+    table = Table(title=f"experiment '{params.experiment.name}' ({time.time() - started:.0f} s)")
+    for column in ("stage", "status", "seconds", "result"):
+        table.add_column(column)
+    running_shown = False
+    for stage in stages:
+        path = params.stage_dir(stage) / "result.json"
+        if path.exists() and path.stat().st_mtime >= started - 1:
+            result = StageResult.read(path)
+            summary = ", ".join(f"{m['name']}={m['value']:.3g}" + (f" [{m['variant']}]" if m.get("variant") else "")
+                                for m in result.metrics[:4])
+            if result.benchmarks:
+                summary = f"{len(result.benchmarks)} benchmark rows"
+            table.add_row(stage, "[green]done", f"{result.seconds:.0f}", summary or "; ".join(result.notes[:2]))
+        elif path.exists():
+            table.add_row(stage, "[cyan]cached", "", "unchanged inputs and code")
+        elif not running_shown:
+            table.add_row(stage, "[yellow]running", "", "")
+            running_shown = True
+        else:
+            table.add_row(stage, "[dim]waiting", "", "")
+    return table
+
+
+def _run_flow_live(flow_name: str, stages: list[str], params_file: str) -> None:
+    """Run a flow while a table shows each stage's state; exit 1 with the error if it fails."""
+    _offline()
+    from flows import pipeline
+
+    flow = getattr(pipeline, flow_name)
+    started = time.time()
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            flow(params_file=params_file)
+        except BaseException as exc:  # reported below, after the live view stops
+            error.append(exc)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    with Live(_stage_table(stages, params_file, started), console=console, refresh_per_second=1) as live:
+        while worker.is_alive():
+            worker.join(timeout=1.0)
+            live.update(_stage_table(stages, params_file, started))
+    if error:
+        console.print(f"[red]{flow_name} failed:[/red] {error[0]}")
+        raise typer.Exit(1)
+
+
+def _planned_stages(params_file: str) -> list[str]:
+    from flows.params import FINETUNE_TASKS, PipelineParams
+
+    params = PipelineParams.load(params_file)
+    return (["prepare_data", "pretrain"] + [f"finetune_{t}" for t in FINETUNE_TASKS if t in params.finetune]
+            + ["benchmark_acceleration"])
+
+
+def _summary(params_file: str) -> None:
+    from flows.params import FINETUNE_TASKS, PipelineParams
+
+    from services.store import open_reader
+
+    params = PipelineParams.load(params_file)
+    missing = [t for t in FINETUNE_TASKS if t not in params.finetune]
+    with open_reader() as reader:
+        points = reader.accuracy_vs_speedup(experiment=params.experiment.name)
+    table = Table(title="accuracy against speed-up (from the results store)")
+    for column in ("task", "model", "variant", "metric", "value", "speed-up"):
+        table.add_column(column)
+    for row in points.itertuples():
+        speedup = getattr(row, "speedup", None)
+        table.add_row(str(row.task), str(row.model), str(row.variant), str(getattr(row, "metric", "")),
+                      f"{row.accuracy:.4g}", f"{speedup:.2f}×" if speedup == speedup and speedup else "-")
+    console.print(table)
+    if missing:
+        console.print(f"[yellow]not in this run:[/yellow] {', '.join(missing)} fine-tuning (not configured in "
+                      f"{params_file}); no results are recorded for them.")
+    console.print("Open the dashboard: [bold]itpn dashboard[/bold] (then http://127.0.0.1:8501)")
+
+
+@app.command()
+def demo(params: str = PARAMS_OPTION) -> None:
+    """The whole experiment on generated data: prepare, pre-train, fine-tune, benchmark, record."""
+    stages = _planned_stages(params)
+    started = time.time()
+    _run_flow_live("experiment", stages, params)
+    console.print(f"experiment finished in {time.time() - started:.0f} s")
+    _summary(params)
+
+
+@app.command()
+def prepare(params: str = PARAMS_OPTION) -> None:
+    """Generate (or find) and validate the data sets; write their manifests."""
+    _run_flow_live("prepare_data", ["prepare_data"], params)
+
+
+@app.command()
+def pretrain(params: str = PARAMS_OPTION) -> None:
+    """Integral pre-training (MIM + MFM); torchrun when experiment.gpus > 1."""
+    _run_flow_live("pretrain", ["pretrain"], params)
+
+
+@app.command()
+def finetune(task: str = typer.Argument(..., help="classification | detection | segmentation | rotated"),
+             params: str = PARAMS_OPTION) -> None:
+    """Fine-tune one task from the pre-training export."""
+    from flows.params import FINETUNE_TASKS
+
+    if task not in FINETUNE_TASKS:
+        raise typer.BadParameter(f"unknown task {task!r}; the tasks are {', '.join(FINETUNE_TASKS)}")
+    _run_flow_live(f"finetune_{task}", [f"finetune_{task}"], params)
+
+
+@app.command()
+def bench(params: str = PARAMS_OPTION) -> None:
+    """Benchmark every acceleration variant and record the rows."""
+    _run_flow_live("benchmark_acceleration", ["benchmark_acceleration"], params)
+
+
+@app.command()
+def models(resolution: int = typer.Option(224, help="input size for the GFLOPs column")) -> None:
+    """Every registered model with its parameters and GFLOPs (counted on the meta device)."""
+    import timm
+    import torch
+
+    from itpn.bench import count_gflops
+    from itpn.models import MODEL_NAMES
+
+    table = Table(title=f"itpn models (GFLOPs per {resolution}² image, 2 FLOPs per multiply-add)")
+    for column in ("model", "params (M)", "GFLOPs"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for name in MODEL_NAMES:
+        with torch.device("meta"):
+            model = timm.create_model(name, img_size=resolution)
+            image = torch.empty(1, 3, resolution, resolution)
+            gflops = count_gflops(lambda: model(image))
+        params_m = sum(p.numel() for p in model.parameters()) / 1e6
+        table.add_row(name, f"{params_m:.1f}", f"{gflops:.1f}")
+    console.print(table)
+
+
+@app.command()
+def dashboard(port: int = typer.Option(8501), address: str = typer.Option("127.0.0.1")) -> None:
+    """Start the Streamlit dashboard over the results store (read-only)."""
+    from dashboard.launch import streamlit_command, streamlit_env
+
+    console.print(f"dashboard on http://{address}:{port} (Ctrl-C stops it)")
+    raise typer.Exit(subprocess.call(streamlit_command(port=port, address=address),
+                                     env={**os.environ, **streamlit_env()}))
+
+
+@store_app.command("upgrade")
+def store_upgrade(url: Optional[str] = typer.Option(None, help="store URL (default: ITPN_STORE_URL or "
+                                                                   "the SQLite file in the state directory)")) -> None:
+    """Create the store or migrate it to the newest schema."""
+    from services.settings import store_url
+    from services.store import upgrade
+
+    revision = upgrade(url)
+    console.print(f"store {url or store_url()} at revision {revision}")
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path.cwd()))
+    app()
+
+
+if __name__ == "__main__":
+    main()
