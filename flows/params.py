@@ -15,6 +15,12 @@ DATA_KINDS = ("imagenet", "coco", "ade20k", "dota")
 FINETUNE_TASKS = ("classification", "detection", "segmentation", "rotated")
 
 
+def _anchor(location: str, base: Path) -> str:
+    if "://" in location or Path(location).is_absolute():
+        return location
+    return str(base / location)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -61,9 +67,14 @@ class PipelineParams(Strict):
         except yaml.YAMLError as error:
             raise ValueError(f"{path} is not valid YAML: {error}") from error
         try:
-            return cls.model_validate(raw)
+            params = cls.model_validate(raw)
         except Exception as error:
             raise ValueError(f"{path}: {error}") from error
+        # relative locations are relative to the parameters file, whichever directory runs the stage
+        base = path.resolve().parent
+        params.experiment.output_dir = _anchor(params.experiment.output_dir, base)
+        params.data.root = _anchor(params.data.root, base)
+        return params
 
     def data_url(self, kind: str) -> str:
         return f"{self.data.root.rstrip('/')}/{kind}"

@@ -114,7 +114,7 @@ def prepare_data(params: PipelineParams, out: Path) -> StageResult:
     for kind, arguments in params.data.sets.items():
         url = params.data_url(kind)
         prepared = prepare(kind, url, generate=params.data.generate, strict=params.data.strict, **arguments)
-        result.outputs[kind] = url
+        result.outputs[f"{kind}_manifest"] = f"{url}/manifest.json"
         counts = prepared.manifest.get("counts", {})
         for split, count in counts.items():
             if isinstance(count, (int, float)):

@@ -1,0 +1,465 @@
+"""The pre-training loop: one process, or many under ``torchrun`` (DDP, or FSDP2 with ``fsdp=True``).
+
+An update is ``accum_steps`` micro-batches on every process; ``step`` counts updates. Every
+``checkpoint_every`` updates rank 0 writes ``checkpoint.pt`` atomically (temporary file, then
+rename) with the model, optimiser, scheduler, EMA teacher, gradient scaler and the position in
+the data order. Randomness is drawn from generators seeded by the position: augmentation and
+masks by the sample's place in the epoch's order, drop path by ``(seed, step, micro-step, rank)``.
+So the RNG state is a function of the position (the checkpoint stores the seed and the step), a
+resumed run repeats an uninterrupted one exactly, and without drop path a run on N processes
+repeats a one-process run with the same global batch. At the end the backbone + pyramid weights
+(``model.state_dict()`` of the ``pyramid=True`` model) are exported as ``backbone.safetensors``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import fsspec
+import timm
+import torch
+import torch.distributed as dist
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from itpn.models import HiViT, save_safetensors
+from itpn.models.hivit import PATCH_SIZE
+
+from .config import PretrainConfig
+from .data import EpochSampler, SkipUnreadable, collate_images, pretrain_transform, sample_seed
+from .masking import Mask, MaskGenerator
+from .objective import IntegralPretrainModel
+from .teachers import ClipTeacher, EMATeacher, check_clip_checkpoint
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+EXPORT_NAME = "backbone.safetensors"
+METRICS_NAME = "metrics.jsonl"
+CHECKPOINT_FORMAT = "itpn-pretrain/1"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class PretrainResult:
+    checkpoint_url: Optional[str]  # last checkpoint written (None if none was)
+    export_url: str  # backbone + pyramid safetensors
+    metrics_url: str  # one JSON object per update
+    steps_done: int
+    total_steps: int
+    final_loss: float
+    skipped_images: int
+
+
+# --- distributed ---------------------------------------------------------------------------
+@dataclass
+class Runtime:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_runtime(device: str = "auto") -> Runtime:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``/``PORT``); NCCL on GPUs, gloo on CPUs."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda":
+        device = f"cuda:{local_rank}"
+    target = torch.device(device)
+    if target.type == "cuda":
+        torch.cuda.set_device(target)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world_size = dist.get_world_size() if dist.is_initialized() else 1
+    return Runtime(rank, world_size, target)
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 9_973 + micro * 101 + rank * 7) % (2 ** 31)
+
+
+# --- building -------------------------------------------------------------------------------
+def build_encoder(config: PretrainConfig) -> HiViT:
+    return timm.create_model(config.model, pyramid=True, img_size=config.img_size,
+                             drop_path_rate=config.drop_path, **config.model_kwargs)
+
+
+def build_objective(config: PretrainConfig, clip_dim: Optional[int] = None) -> IntegralPretrainModel:
+    mfm = {"ema": "stages", "clip": "clip", "none": "none"}[config.teacher]
+    return IntegralPretrainModel(
+        build_encoder(config), mfm, clip_dim=clip_dim, mfm_weight=config.mfm_weight, mfm_loss=config.feature_loss,
+        decoder_dim=config.decoder_dim, decoder_depth=config.decoder_depth, decoder_heads=config.decoder_heads,
+        norm_pix_loss=config.norm_pix_loss)
+
+
+def build_dataset(config: PretrainConfig, dataset: Optional[Dataset]) -> SkipUnreadable:
+    transform = pretrain_transform(config.img_size, config.min_crop_scale)
+    if dataset is None:
+        if not config.data_url:
+            raise ValueError("no data: pass a dataset to run_pretraining or set data_url to an image folder "
+                             "(<data_url>/<data_split>/<class>/<image>)")
+        from itpn.data import ImageNetFolder
+
+        dataset = ImageNetFolder(config.data_url, config.data_split, strict=True)
+    return SkipUnreadable(dataset, transform)
+
+
+def _shard(module: nn.Module, blocks: nn.ModuleList) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    for block in blocks:
+        fully_shard(block)
+    fully_shard(module)
+
+
+def _join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}"
+
+
+def _write_atomically(url: str, payload: bytes) -> None:
+    filesystem, path = fsspec.core.url_to_fs(url)
+    filesystem.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = f"{path}.tmp"
+    with filesystem.open(temporary, "wb") as handle:
+        handle.write(payload)
+    filesystem.mv(temporary, path)
+
+
+class MetricsLog:
+    """Per-update metrics as JSON lines. Written in place for local output; for object storage a
+    local copy is appended to and uploaded at every checkpoint and at the end."""
+
+    def __init__(self, url: str, keep_up_to_step: int):
+        self.url = url
+        filesystem, _ = fsspec.core.url_to_fs(url)
+        self.local = "file" in (filesystem.protocol if isinstance(filesystem.protocol, tuple) else (filesystem.protocol,))
+        self.path = url if self.local else os.path.join(tempfile.mkdtemp(prefix="itpn-metrics-"), METRICS_NAME)
+        lines = []
+        if filesystem.exists(url):  # a resumed run keeps the lines up to the checkpoint
+            with fsspec.open(url, "rt") as handle:
+                lines = [line for line in handle if line.strip() and json.loads(line)["step"] <= keep_up_to_step]
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with open(self.path, "w") as handle:
+            handle.writelines(lines)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def publish(self) -> None:
+        if not self.local:
+            with open(self.path, "rb") as handle:
+                _write_atomically(self.url, handle.read())
+
+
+# --- the trainer ----------------------------------------------------------------------------
+class Trainer:
+    """Holds the model, teacher, optimiser and schedule of one run; ``fit`` trains it."""
+
+    def __init__(self, config: PretrainConfig, dataset: Optional[Dataset] = None, runtime: Optional[Runtime] = None):
+        self.config = config
+        if config.teacher == "clip":  # fail before anything is built
+            check_clip_checkpoint(config.clip_checkpoint)
+        self.runtime = runtime or setup_runtime(config.device)
+        device = self.runtime.device
+        self.data = build_dataset(config, dataset)
+        self.global_batch = config.batch_size * config.accum_steps * self.runtime.world_size
+        self.updates_per_epoch = len(self.data) // self.global_batch
+        if self.updates_per_epoch < 1:
+            raise ValueError(f"the data set has {len(self.data)} images, fewer than one global batch of "
+                             f"{self.global_batch} (batch_size {config.batch_size} x accum_steps {config.accum_steps} "
+                             f"x {self.runtime.world_size} processes)")
+        self.total_steps = config.total_steps or config.epochs * self.updates_per_epoch
+        warmup = config.warmup_steps if config.warmup_steps is not None else round(
+            config.warmup_epochs * self.updates_per_epoch)
+        self.warmup_steps = min(warmup, self.total_steps - 1)
+
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        grid = (config.img_size // PATCH_SIZE, config.img_size // PATCH_SIZE)
+        self.clip_teacher = None
+        if config.teacher == "clip":
+            self.clip_teacher = ClipTeacher(config.clip_model, config.clip_checkpoint, grid).to(device)
+        self.objective = build_objective(config, self.clip_teacher.dim if self.clip_teacher else None).to(device)
+        self.ema_teacher = EMATeacher(self.objective.encoder, config.ema_momentum).to(device) \
+            if config.teacher == "ema" else None
+        self.masks = MaskGenerator(grid, config.mask_ratio, config.mask_mode)
+
+        self.lr = config.lr if config.lr is not None else config.blr * self.global_batch / 256
+        self.model = self._wrap(self.objective)
+        self.optimizer = create_optimizer_v2(self.objective, opt="adamw", lr=self.lr,
+                                             weight_decay=config.weight_decay, betas=config.betas)
+        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=self.total_steps - self.warmup_steps,
+                                           lr_min=config.min_lr, warmup_t=self.warmup_steps,
+                                           warmup_lr_init=min(1e-6, self.lr), warmup_prefix=True, t_in_epochs=False)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[config.amp_dtype]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
+        self.step = 0
+        self.skipped_images = 0
+        self.last_checkpoint: Optional[str] = None
+        self.checkpoint_url = _join(config.output_url, CHECKPOINT_NAME)
+
+    def _wrap(self, objective: IntegralPretrainModel) -> nn.Module:
+        model: nn.Module = objective
+        if self.config.fsdp:
+            if not self.runtime.distributed:
+                raise ValueError("fsdp=True shards the model over processes: launch with torchrun")
+            _shard(objective, objective.encoder.blocks)
+            if self.ema_teacher is not None:
+                _shard(self.ema_teacher, self.ema_teacher.backbone.blocks)
+        elif self.runtime.distributed:
+            device_ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
+            model = DistributedDataParallel(objective, device_ids=device_ids)
+        if self.config.compile:
+            model = torch.compile(model)
+        return model
+
+    # --- one update -----------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.runtime.device.type, dtype=self.amp_dtype)
+
+    def gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+        """Skip the gradient all-reduce on all but the last micro-step of an update."""
+        if enabled or not self.runtime.distributed:
+            return contextlib.nullcontext()
+        if self.config.fsdp:
+            self.objective.set_requires_gradient_sync(False)
+            return _restore_gradient_sync(self.objective)
+        return self.model.no_sync()
+
+    def teacher_targets(self, images: torch.Tensor, mask: Mask):
+        teacher = self.ema_teacher or self.clip_teacher
+        if teacher is None:
+            return None
+        with self.autocast():
+            return teacher(images, mask)
+
+    def forward_backward(self, images: torch.Tensor, mask: Mask, sync: bool = True) -> dict[str, torch.Tensor]:
+        """Loss terms of one micro-batch; the backward pass of ``loss / accum_steps`` is done."""
+        targets = self.teacher_targets(images, mask)
+        with self.gradient_sync(sync):
+            with self.autocast():
+                losses = self.model(images, mask, targets)
+            self.scaler.scale(losses["loss"] / self.config.accum_steps).backward()
+        return {name: value.detach() for name, value in losses.items()}
+
+    def optimizer_step(self) -> float:
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = float("nan")
+        if self.config.clip_grad:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.config.clip_grad))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema_teacher is not None:
+            self.ema_teacher.update(self.objective.encoder)
+        return grad_norm
+
+    def _reduce(self, totals: dict[str, torch.Tensor], skipped: int) -> dict[str, float]:
+        names = sorted(totals)
+        packed = torch.stack([totals[name].float() for name in names] + [torch.tensor(float(skipped),
+                                                                                      device=self.runtime.device)])
+        if self.runtime.distributed:
+            dist.all_reduce(packed)
+            packed[:-1] /= self.runtime.world_size
+        values = packed.tolist()
+        return dict(zip(names + ["skipped"], values))
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        if self.config.fsdp:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model = get_model_state_dict(self.objective, options=options)
+            optimizer = get_optimizer_state_dict(self.objective, self.optimizer, options=options)
+            teacher = get_model_state_dict(self.ema_teacher, options=options) if self.ema_teacher else None
+        else:
+            model = self.objective.state_dict()
+            optimizer = self.optimizer.state_dict()
+            teacher = self.ema_teacher.state_dict() if self.ema_teacher else None
+        return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "step": self.step,
+                "model": model, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+                "ema_teacher": teacher, "scaler": self.scaler.state_dict(),
+                "rng": {"seed": self.config.seed, "scheme": "seeded by sample position and (step, micro-step, rank)"},
+                "skipped_images": self.skipped_images, "world_size": self.runtime.world_size,
+                "global_batch": self.global_batch}
+
+    def save_checkpoint(self) -> None:
+        state = self._state()  # every rank takes part in gathering FSDP shards
+        if self.runtime.is_main:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            _write_atomically(self.checkpoint_url, buffer.getvalue())
+        self.last_checkpoint = self.checkpoint_url
+
+    def load_checkpoint(self, url: str) -> None:
+        with fsspec.open(url, "rb") as handle:
+            state = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=False)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{url} is not an itpn pre-training checkpoint (format {state.get('format')!r})")
+        if state["global_batch"] != self.global_batch:
+            raise ValueError(f"{url} was written with a global batch of {state['global_batch']}, this run has "
+                             f"{self.global_batch}: the data order would not continue; keep batch_size x "
+                             f"accum_steps x processes the same to resume")
+        if self.config.fsdp:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+
+            options = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.objective, state["model"], options=options)
+            set_optimizer_state_dict(self.objective, self.optimizer, state["optimizer"], options=options)
+            if self.ema_teacher is not None:
+                set_model_state_dict(self.ema_teacher, state["ema_teacher"], options=options)
+        else:
+            self.objective.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.ema_teacher is not None:
+                self.ema_teacher.load_state_dict(state["ema_teacher"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = state["step"]
+        self.skipped_images = state["skipped_images"]
+        self.scheduler.step_update(self.step)
+        self.last_checkpoint = url
+
+    def export(self) -> str:
+        """Backbone + pyramid weights, keys exactly as ``timm.create_model(model, pyramid=True)``."""
+        url = _join(self.config.output_url, EXPORT_NAME)
+        if self.config.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            weights = get_model_state_dict(self.objective.encoder, options=options)
+        else:
+            weights = self.objective.encoder.state_dict()
+        if self.runtime.is_main:
+            metadata = {"model": self.config.model, "model_kwargs": json.dumps(self.config.model_kwargs),
+                        "img_size": str(self.config.img_size), "step": str(self.step),
+                        "teacher": self.config.teacher}
+            save_safetensors(weights, url, metadata)
+        return url
+
+    # --- the loop ---------------------------------------------------------------------------
+    def batches(self, epoch: int, start_update: int) -> Iterator[tuple[torch.Tensor, int]]:
+        sampler = EpochSampler(len(self.data), self.config.batch_size, self.config.accum_steps, self.runtime.rank,
+                               self.runtime.world_size, self.config.seed, epoch, start_update)
+        loader = DataLoader(self.data, batch_size=self.config.batch_size, sampler=sampler,
+                            num_workers=self.config.num_workers, collate_fn=collate_images,
+                            pin_memory=self.runtime.device.type == "cuda", drop_last=True,
+                            persistent_workers=False)
+        return iter(loader)
+
+    def mask_seeds(self, epoch: int, update: int, micro: int) -> list[int]:
+        """Seeds of this process's masks in a micro-batch, keyed by the samples' places in the
+        epoch's order (as ``EpochSampler`` lays them out)."""
+        first = (update * self.global_batch + micro * self.config.batch_size * self.runtime.world_size
+                 + self.runtime.rank * self.config.batch_size)
+        return [sample_seed(self.config.seed + 1, epoch, position)
+                for position in range(first, first + self.config.batch_size)]
+
+    def fit(self) -> PretrainResult:
+        config, runtime = self.config, self.runtime
+        fs, _ = fsspec.core.url_to_fs(self.checkpoint_url)
+        if config.resume and fs.exists(self.checkpoint_url):
+            self.load_checkpoint(self.checkpoint_url)
+            log.info("resumed from %s at step %d", self.checkpoint_url, self.step)
+        metrics = MetricsLog(_join(config.output_url, METRICS_NAME), self.step) if runtime.is_main else None
+        end = self.total_steps if config.stop_after_steps is None else min(self.total_steps, config.stop_after_steps)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="pre-training", unit="step",
+                   disable=not (runtime.is_main and config.progress), dynamic_ncols=True)
+        self.objective.train()
+        last_loss = float("nan")
+        batches: Optional[Iterator] = None
+        while self.step < end:
+            epoch, update = divmod(self.step, self.updates_per_epoch)
+            if batches is None or update == 0:
+                batches = self.batches(epoch, update)
+            started = time.perf_counter()
+            totals: dict[str, torch.Tensor] = {}
+            skipped = 0
+            for micro in range(config.accum_steps):
+                images, unreadable = next(batches)
+                skipped += unreadable
+                images = images.to(runtime.device, non_blocking=True)
+                torch.manual_seed(step_seed(config.seed, self.step, micro, runtime.rank))  # drop path
+                mask = self.masks.per_sample(self.mask_seeds(epoch, update, micro)).to(runtime.device)
+                losses = self.forward_backward(images, mask, sync=micro == config.accum_steps - 1)
+                for name, value in losses.items():
+                    totals[name] = totals.get(name, 0.0) + value.float() / config.accum_steps
+            reduced = self._reduce(totals, skipped)
+            if not all(math.isfinite(value) for value in reduced.values()):
+                bad = {name: value for name, value in reduced.items() if not math.isfinite(value)}
+                bar.close()
+                raise NonFiniteLossError(
+                    f"non-finite loss {bad} at step {self.step + 1} (epoch {epoch}); training stopped before the "
+                    f"optimiser step. Last good checkpoint: {self.last_checkpoint or 'none (no checkpoint written yet)'}."
+                    f" Check the input images, lower the learning rate, or use amp_dtype='bf16'/'fp32'.")
+            grad_norm = self.optimizer_step()
+            self.step += 1
+            self.scheduler.step_update(self.step)
+            self.skipped_images += int(reduced.pop("skipped"))
+            elapsed = time.perf_counter() - started
+            last_loss = reduced["loss"]
+            if metrics is not None:
+                record = {"step": self.step, "epoch": epoch, **reduced, "lr": self.optimizer.param_groups[0]["lr"],
+                          "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
+                          "img_per_s": self.global_batch / elapsed, "skipped_images": self.skipped_images}
+                metrics.write(record)
+            bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{self.global_batch / elapsed:.1f}")
+            bar.update(1)
+            if self.step % config.checkpoint_every == 0 or self.step == end:
+                self.save_checkpoint()
+                if metrics is not None:
+                    metrics.publish()
+        bar.close()
+        export_url = self.export()
+        if metrics is not None:
+            metrics.publish()
+        if runtime.distributed:
+            dist.barrier()
+        return PretrainResult(checkpoint_url=self.last_checkpoint, export_url=export_url,
+                              metrics_url=_join(config.output_url, METRICS_NAME), steps_done=self.step,
+                              total_steps=self.total_steps, final_loss=last_loss, skipped_images=self.skipped_images)
+
+
+@contextlib.contextmanager
+def _restore_gradient_sync(module: nn.Module) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
+
+
+def run_pretraining(config: PretrainConfig, dataset: Optional[Dataset] = None) -> PretrainResult:
+    """Train (or resume) the run ``config`` describes; under ``torchrun`` every process calls this."""
+    return Trainer(config, dataset).fit()

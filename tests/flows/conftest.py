@@ -1,0 +1,54 @@
+"""Prefect runs against a temporary local server with its home in a temporary directory."""
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+_HOME = tempfile.mkdtemp(prefix="itpn-prefect-test-")
+for key, value in {
+    "PREFECT_HOME": _HOME,
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_UI_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "DO_NOT_TRACK": "1",
+    "DVC_NO_ANALYTICS": "1",
+}.items():
+    os.environ.setdefault(key, value)
+
+TINY_PARAMS = {
+    "experiment": {"name": "test", "model": "fast_itpn_tiny_patch16_224", "model_kwargs": {"depths": [1, 1, 1]},
+                   "device": "cpu", "output_dir": "outputs"},
+    "data": {"root": "outputs/data", "generate": True,
+             "sets": {"imagenet": {"seed": 0, "num_classes": 3, "train_per_class": 4, "val_per_class": 2,
+                                   "image_size": 32}}},
+    "pretrain": {"teacher": "ema", "img_size": 32, "batch_size": 4, "total_steps": 3, "warmup_steps": 1,
+                 "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, "num_workers": 0,
+                 "checkpoint_every": 2, "amp_dtype": "fp32", "progress": False},
+    "finetune": {},
+    "benchmark": {"models": ["fast_itpn_tiny_patch16_224"], "resolutions": [64], "variants": ["baseline"],
+                  "batch_size": 1, "small": True},
+}
+
+
+def write_params(directory: Path, **overrides) -> Path:
+    params = {section: (dict(values) if isinstance(values, dict) else values)
+              for section, values in TINY_PARAMS.items()}
+    for section, values in overrides.items():
+        params[section] = {**params.get(section, {}), **values}
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture
+def tiny_params(tmp_path) -> Path:
+    return write_params(tmp_path)
+
+
+@pytest.fixture
+def store_url(tmp_path, monkeypatch) -> str:
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    monkeypatch.setenv("ITPN_STORE_URL", url)
+    return url

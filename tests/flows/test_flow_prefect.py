@@ -1,0 +1,45 @@
+"""The Prefect flows against a real (temporary) Prefect server: results land in the store once,
+re-runs add no duplicates, a failed stage leaves a failed run with its error."""
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows import pipeline
+from services.store import open_reader
+
+from conftest import write_params
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_pretrain_flow_records_curve_and_export_once(tiny_params, store_url):
+    pipeline.prepare_data(str(tiny_params))
+    result = pipeline.pretrain(str(tiny_params))
+    assert result.outputs["export"].endswith("backbone.safetensors")
+    with open_reader(store_url) as reader:
+        runs = reader.runs(experiment="test")
+        curve_rows = len(reader.metrics(experiment="test"))
+        artifacts = len(reader.artifacts())
+    assert set(runs["flow_name"]) == {"prepare_data", "pretrain"}
+    assert set(runs["status"]) == {"completed"}
+    assert curve_rows >= 3  # loss (and more) for each of the 3 steps
+    pipeline.pretrain(str(tiny_params))  # cached stage, recorded again: same run, same rows
+    with open_reader(store_url) as reader:
+        assert len(reader.runs(experiment="test")) == len(runs)
+        assert len(reader.metrics(experiment="test")) == curve_rows
+        assert len(reader.artifacts()) == artifacts
+
+
+def test_failed_stage_is_recorded_with_its_error(tmp_path, store_url):
+    params = write_params(tmp_path, pretrain={"bach_size": 4})
+    pipeline.prepare_data(str(params))
+    with pytest.raises(Exception, match="bach_size"):
+        pipeline.pretrain(str(params))
+    with open_reader(store_url) as reader:
+        runs = reader.runs(experiment="test")
+    failed = runs[runs["flow_name"] == "pretrain"]
+    assert list(failed["status"]) == ["failed"]
+    assert "bach_size" in failed["error"].iloc[0]
