@@ -42,12 +42,17 @@ class DataParams(Strict):
 
 
 class BenchmarkParams(Strict):
-    models: list[str] = Field(default_factory=lambda: ["fast_itpn_tiny_patch16_224"])
+    """The acceleration benchmark of the experiment's model (``benchmarks/acceleration.py`` times
+    the released sizes; this one times what the experiment fine-tuned)."""
+
     resolutions: list[int] = Field(default_factory=lambda: [224])
     variants: list[str] = Field(default_factory=list, description="empty: every named variant")
-    batch_size: int = 2
-    dtype: str = "float32"
-    small: bool = True
+    batch_size: int = 8
+    dtype: str = "fp32"
+    window_size: int | None = Field(None, description="tokens per window side for the windowed variants")
+    warmup: int = 2
+    iterations: int = 5
+    rounds: int = 2
 
 
 class PipelineParams(Strict):

@@ -167,14 +167,18 @@ def finetune(task: str) -> Callable[[PipelineParams, Path], StageResult]:
 
 
 def benchmark_acceleration(params: PipelineParams, out: Path) -> StageResult:
-    from itpn.bench.acceleration import run_acceleration_benchmark
+    """Every variant of the experiment's model, so speed-ups sit beside that model's accuracies."""
+    from itpn.bench.acceleration import benchmark_variants
+    from itpn.models import VARIANTS
 
     bench = params.benchmark
-    rows = run_acceleration_benchmark(models=bench.models, resolutions=bench.resolutions,
-                                      variants=bench.variants or None, batch_size=bench.batch_size,
-                                      dtype=bench.dtype, small=bench.small, out=str(out / "run" / "acceleration.json"))
-    return StageResult("benchmark_acceleration", key="", benchmarks=rows,
-                       outputs={"table": str(out / "run" / "acceleration.json")})
+    rows = []
+    for resolution in bench.resolutions:
+        rows += benchmark_variants(params.experiment.model, resolution, bench.variants or list(VARIANTS),
+                                   batch_size=bench.batch_size, device=params.experiment.device, dtype=bench.dtype,
+                                   model_kwargs=params.experiment.model_kwargs, window_size=bench.window_size,
+                                   warmup=bench.warmup, iterations=bench.iterations, rounds=bench.rounds)
+    return StageResult("benchmark_acceleration", key="", benchmarks=[asdict(row) for row in rows])
 
 
 STAGES: dict[str, Callable[[PipelineParams, Path], StageResult]] = {

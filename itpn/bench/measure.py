@@ -1,16 +1,17 @@
-"""Throughput, latency, peak memory and FLOPs of a model's forward pass, on CPU or CUDA.
+"""Throughput, latency, peak memory and FLOPs of forward passes and training steps, on CPU or CUDA.
 
-Every function runs the forward in inference mode, under autocast when ``dtype`` is not
-float32, and synchronises CUDA around its clocks. FLOPs come from
+Every timing runs under autocast when ``dtype`` is not float32 (forward passes also in inference
+mode) and synchronises CUDA around its clocks. FLOPs come from
 ``torch.utils.flop_counter.FlopCounterMode``; importing this module also teaches it the CPU
-kernel of ``scaled_dot_product_attention``, which it does not count by itself, so CPU and
-CUDA report the same attention FLOPs.
+kernel of ``scaled_dot_product_attention``, which it does not count by itself, so CPU and CUDA
+report the same attention FLOPs.
 """
 from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 import torch
@@ -40,6 +41,16 @@ def _register_cpu_attention_flops() -> None:
 _register_cpu_attention_flops()
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """Speed of repeated calls on one batch: images/s, median milliseconds per call, and the peak
+    CUDA memory during the timed calls in MiB (None on CPU)."""
+
+    images_per_s: float
+    latency_ms: float
+    peak_memory_mb: Optional[float]
+
+
 def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
     """``"fp32"``, ``"bf16"``, ``"fp16"`` (or their long names, or a dtype) -> the torch dtype."""
     if isinstance(name, torch.dtype):
@@ -61,70 +72,99 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
+def _autocast(device: torch.device, dtype: torch.dtype) -> Any:
+    return nullcontext() if dtype == torch.float32 else torch.autocast(device_type=device.type, dtype=dtype)
+
+
 @contextmanager
 def inference_context(device: torch.device | str, dtype: torch.dtype = torch.float32) -> Iterator[None]:
     """Inference mode, plus autocast to ``dtype`` unless it is float32."""
-    device = torch.device(device)
-    with torch.inference_mode():
-        if dtype == torch.float32:
-            yield
-        else:
-            with torch.autocast(device_type=device.type, dtype=dtype):
-                yield
+    with torch.inference_mode(), _autocast(torch.device(device), dtype):
+        yield
 
 
-def _timed(run: Callable[[], Any], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    run()
-    synchronize(device)
-    return time.perf_counter() - start
+def _repeat(run: Callable[[], Any], device: torch.device, warmup: int, iters: int, min_seconds: float
+            ) -> tuple[list[float], Optional[float]]:
+    """Seconds of each timed call of ``run`` and the peak CUDA memory (MiB) over them."""
+    for _ in range(warmup):
+        run()
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times: list[float] = []
+    while len(times) < iters or sum(times) < min_seconds:
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return times, peak
 
 
 def measure_throughput(model: nn.Module, inputs: torch.Tensor, *, dtype: torch.dtype = torch.float32,
-                       warmup: int = 3, iterations: int = 10, min_seconds: float = 0.0) -> float:
-    """Images per second of ``model(inputs)``: ``warmup`` untimed calls, then at least ``iterations``
-    timed calls (more until ``min_seconds`` have passed)."""
-    device = inputs.device
-    with inference_context(device, dtype):
-        for _ in range(warmup):
-            model(inputs)
-        calls, elapsed = 0, 0.0
-        while calls < iterations or elapsed < min_seconds:
-            elapsed += _timed(lambda: model(inputs), device)
-            calls += 1
-    return inputs.shape[0] * calls / elapsed
+                       warmup: int = 3, iters: int = 10, min_seconds: float = 0.0) -> Throughput:
+    """Forward passes of ``model(inputs)``: ``warmup`` untimed calls, then at least ``iters`` timed
+    ones (more until ``min_seconds`` have passed)."""
+    with inference_context(inputs.device, dtype):
+        times, peak = _repeat(lambda: model(inputs), inputs.device, warmup, iters, min_seconds)
+    return Throughput(inputs.shape[0] * len(times) / sum(times), 1000.0 * statistics.median(times), peak)
 
 
 def measure_latency(model: nn.Module, inputs: torch.Tensor, *, dtype: torch.dtype = torch.float32,
-                    warmup: int = 3, iterations: int = 10) -> float:
+                    warmup: int = 3, iters: int = 10) -> float:
     """Median milliseconds of one ``model(inputs)`` call (pass a batch of one for latency)."""
-    device = inputs.device
-    with inference_context(device, dtype):
-        for _ in range(warmup):
-            model(inputs)
-        times = [_timed(lambda: model(inputs), device) for _ in range(iterations)]
-    return 1000.0 * statistics.median(times)
+    return measure_throughput(model, inputs, dtype=dtype, warmup=warmup, iters=iters).latency_ms
+
+
+def measure_training_step(model: nn.Module, inputs: torch.Tensor, loss_fn: Callable[[Any], torch.Tensor],
+                          optimizer: torch.optim.Optimizer, *, dtype: torch.dtype = torch.float32, warmup: int = 2,
+                          iters: int = 5, min_seconds: float = 0.0) -> Throughput:
+    """Training steps (forward under autocast, ``loss_fn(output).backward()``, ``optimizer.step()``)."""
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(inputs.device, dtype):
+            loss = loss_fn(model(inputs))
+        loss.backward()
+        optimizer.step()
+
+    times, peak = _repeat(step, inputs.device, warmup, iters, min_seconds)
+    return Throughput(inputs.shape[0] * len(times) / sum(times), 1000.0 * statistics.median(times), peak)
 
 
 def peak_memory_mb(model: nn.Module, inputs: torch.Tensor, *, dtype: torch.dtype = torch.float32
                    ) -> Optional[float]:
-    """Peak CUDA memory allocated during ``model(inputs)`` (weights included), in MiB; None on CPU,
+    """Peak CUDA memory allocated during one ``model(inputs)`` (weights included), in MiB; None on CPU,
     where the process's resident set does not isolate one forward pass."""
-    device = inputs.device
-    if device.type != "cuda":
+    if inputs.device.type != "cuda":
         return None
-    synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    with inference_context(device, dtype):
-        model(inputs)
-    synchronize(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
+    with inference_context(inputs.device, dtype):
+        return _repeat(lambda: model(inputs), inputs.device, 0, 1, 0.0)[1]
 
 
-def count_gflops(model: nn.Module, inputs: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> float:
-    """GFLOPs of one ``model(inputs)`` call for the whole batch (a multiply-add counts as two FLOPs)."""
+def count_gflops(model_or_fn: nn.Module | Callable[[], Any], inputs: Optional[torch.Tensor] = None, *,
+                 dtype: torch.dtype = torch.float32) -> float:
+    """GFLOPs (a multiply-add counts as two) of ``model(inputs)`` in inference mode, or of whatever
+    ``model_or_fn()`` runs when no inputs are given (e.g. a forward and backward pass)."""
     counter = flop_counter.FlopCounterMode(display=False)
-    with inference_context(inputs.device, dtype), counter:
-        model(inputs)
+    if inputs is None:
+        with counter:
+            model_or_fn()
+    else:
+        with inference_context(inputs.device, dtype), counter:
+            model_or_fn(inputs)
     return counter.get_total_flops() / 1e9
+
+
+def matmul_peak_tflops(device: torch.device | str, dtype: torch.dtype = torch.float32, size: Optional[int] = None,
+                       iters: int = 10) -> float:
+    """Achieved TFLOP/s of a square matmul of ``size`` (8192 on CUDA, 1024 on CPU): the ceiling
+    against which a model's utilisation is judged on this device."""
+    device = torch.device(device)
+    size = size or (8192 if device.type == "cuda" else 1024)
+    left = torch.randn(size, size, device=device, dtype=dtype)
+    right = torch.randn(size, size, device=device, dtype=dtype)
+    times, _ = _repeat(lambda: left @ right, device, 2, iters, 0.0)
+    return 2 * size**3 * len(times) / sum(times) / 1e12

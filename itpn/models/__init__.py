@@ -1,5 +1,13 @@
 """HiViT, iTPN and Fast-iTPN, registered with timm (``timm.create_model(name)`` after ``import itpn``)."""
 from . import fast_itpn, hivit, itpn  # noqa: F401  (registers the models with timm)
+from .acceleration import (
+    VARIANTS,
+    AccelerationConfig,
+    Stage3Accelerator,
+    get_acceleration,
+    get_variant,
+    set_acceleration,
+)
 from .checkpoint import CheckpointMismatchError, LoadReport, load_checkpoint, read_state_dict, save_safetensors
 from .hivit import BackboneOutput, HiViT
 from .pyramid import FeaturePyramid
@@ -27,6 +35,7 @@ def create_model(name: str, **kwargs):
 
 
 __all__ = [
-    "BackboneOutput", "CheckpointMismatchError", "FeaturePyramid", "HiViT", "LoadReport", "MODEL_NAMES",
-    "create_model", "load_checkpoint", "read_state_dict", "save_safetensors",
+    "AccelerationConfig", "BackboneOutput", "CheckpointMismatchError", "FeaturePyramid", "HiViT", "LoadReport",
+    "MODEL_NAMES", "Stage3Accelerator", "VARIANTS", "create_model", "get_acceleration", "get_variant",
+    "load_checkpoint", "read_state_dict", "save_safetensors", "set_acceleration",
 ]

@@ -24,8 +24,10 @@ PRETRAIN_ONLY = re.compile(
     r"^(mask_token|decoder_|decoder\.|lm_head\.|lm_cls_head\.|norm_cls\.|cls_pt_layers\.|teacher\.|mfm_|mim_)"
 )
 CLASSIFIER = re.compile(r"^(head|fc_norm|norm)\.")
-# Parameters initialised to a no-op (zero bias tables), so a checkpoint trained without them loads.
-NEUTRAL_WHEN_NEW = re.compile(r"relative_position_bias_table$")
+# Parameters initialised to a no-op (zero bias tables; the zero-initialised parameters of token
+# gathering, see itpn.models.acceleration), so a checkpoint trained without them loads.
+NEUTRAL_WHEN_NEW = re.compile(r"relative_position_bias_table$|^acceleration\.")
+ACCELERATION = "acceleration."
 PYRAMID_KEYS = ("align_dim_16tofpn", "split_16to8", "align_dim_16to8", "block_16to8", "split_8to4",
                 "align_dim_8to4", "block_8to4", "fpn_modules")
 WRAPPER_KEYS = ("model", "state_dict", "module", "model_ema")
@@ -244,6 +246,9 @@ def load_checkpoint(model: nn.Module, path_or_url: str, strict: bool = True,
             report.dropped[key] = "pre-training only"
         elif key.startswith("pyramid.") and not has_pyramid:
             report.dropped[key] = "feature pyramid; build the model with pyramid=True to use it"
+        elif key.startswith(ACCELERATION) and key not in target:
+            report.dropped[key] = ("parameter of an acceleration variant the model is not running; switch it on "
+                                   "with itpn.models.set_acceleration before loading to use it")
         elif key not in target:
             if CLASSIFIER.match(key):
                 report.dropped[key] = "classifier, the model has none"

@@ -115,6 +115,8 @@ class HiViT(nn.Module):
             for _ in range(depths[2])
         ])
         self.pyramid = FeaturePyramid(dims, fpn_dim, fpn_depth, norm_layer=norm_layer) if pyramid else None
+        # Token migration / gathering of stage 3 (itpn.models.acceleration.set_acceleration); None runs it plainly.
+        self.register_module("acceleration", None)
         self.norm = norm_layer(embed_dim) if final_norm == "pre_pool" and num_classes else nn.Identity()
         self.fc_norm = norm_layer(embed_dim) if final_norm == "post_pool" and num_classes else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
@@ -139,7 +141,8 @@ class HiViT(nn.Module):
     # --- timm model interface -------------------------------------------------------------
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed"} | {name for name, _ in self.named_parameters() if "relative_position_bias_table" in name}
+        return {"pos_embed"} | {name for name, _ in self.named_parameters()
+                                if "relative_position_bias_table" in name or name.startswith("acceleration.")}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -209,10 +212,11 @@ class HiViT(nn.Module):
     def attention_biases(self, grid: tuple[int, int], ids_keep: Optional[torch.Tensor] = None
                          ) -> list[Optional[torch.Tensor]]:
         """Per-block relative position bias (None where a block has none)."""
-        index = None
-        if ids_keep is not None and any(b.attn.relative_position_bias_table is not None for b in self.blocks):
-            full = relative_position_index(grid, ids_keep.device)
-            index = full[ids_keep[:, :, None], ids_keep[:, None, :]]
+        if all(block.attn.relative_position_bias_table is None for block in self.blocks):
+            return [None] * len(self.blocks)
+        index = relative_position_index(grid, self.pos_embed.device)  # once, shared by every block
+        if ids_keep is not None:
+            index = index[ids_keep[:, :, None], ids_keep[:, None, :]]
         return [block.attn.position_bias(grid, index) for block in self.blocks]
 
     def forward_stage3(self, tokens: torch.Tensor, grid: tuple[int, int],
@@ -221,6 +225,11 @@ class HiViT(nn.Module):
         if ids_keep is not None:
             pos = gather_units(pos.expand(tokens.shape[0], -1, -1), ids_keep)
         x = self.pos_drop(tokens + pos)
+        if self.acceleration is not None:
+            if ids_keep is not None:
+                raise ValueError("token migration and gathering accelerate fine-tuning and inference, not masked "
+                                 "pre-training: call itpn.models.set_acceleration(model, 'baseline') first")
+            return self.acceleration(self, x, grid)
         for block, bias in zip(self.blocks, self.attention_biases(grid, ids_keep)):
             x = self._run(block, x, bias)
         return x

@@ -178,12 +178,17 @@ class Attention(nn.Module):
         bias = table[index]  # (..., n, n, heads)
         return bias.movedim(-1, -3)
 
-    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        q, k, v = self.project_qkv(x)
-        if attn_bias is not None:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attention of projected queries ``(B, heads, Nq, head_dim)`` over keys/values ``(B, heads, Nk,
+        head_dim)`` with an additive bias or boolean mask; heads merged and projected: ``(B, Nq, C)``."""
+        if attn_bias is not None and attn_bias.dtype != torch.bool:
             attn_bias = attn_bias.to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
-        return self.proj(out.transpose(1, 2).reshape(x.shape))
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.attend(*self.project_qkv(x), attn_bias)
 
 
 class Block(nn.Module):
