@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -200,12 +201,25 @@ def stage_inputs(stage: str, params: PipelineParams) -> dict[str, Any]:
         "pretrain": params.pretrain,
         "benchmark_acceleration": params.benchmark.model_dump(),
     }
-    inputs: dict[str, Any] = {"model": params.experiment.model,
+    inputs: dict[str, Any] = {"model": params.experiment.model, "model_kwargs": params.experiment.model_kwargs,
+                              "device": params.experiment.device,
                               "section": sections.get(stage) or params.finetune.get(stage.removeprefix("finetune_"))}
     for upstream in UPSTREAM.get(stage, []):
         path = params.stage_dir(upstream) / "result.json"
         inputs[upstream] = StageResult.read(path).key if path.exists() else None
     return inputs
+
+
+def claim_run_directory(run_dir: Path, key: str, fresh: bool = False) -> None:
+    """Keep ``run_dir`` for a run with the same key (a killed run resumes from its checkpoint);
+    clear it when the inputs or code changed (or ``fresh``), so no run resumes a stale one."""
+    marker = run_dir / ".stage_key"
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if run_dir.exists() and (fresh or not marker.exists() or marker.read_text() != key):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key)
 
 
 def run_stage(stage: str, params: PipelineParams, force: bool = False) -> StageResult:
@@ -219,6 +233,7 @@ def run_stage(stage: str, params: PipelineParams, force: bool = False) -> StageR
         cached = StageResult.read(previous)
         if cached.key == key:
             return cached
+    claim_run_directory(out / "run", key, fresh=force)
     start = time.perf_counter()
     result = STAGES[stage](params, out)
     result.key, result.seconds, result.hardware = key, time.perf_counter() - start, hardware()

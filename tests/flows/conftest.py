@@ -27,8 +27,8 @@ TINY_PARAMS = {
                  "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, "num_workers": 0,
                  "checkpoint_every": 2, "amp_dtype": "fp32", "progress": False},
     "finetune": {},
-    "benchmark": {"models": ["fast_itpn_tiny_patch16_224"], "resolutions": [64], "variants": ["baseline"],
-                  "batch_size": 1, "small": True},
+    "benchmark": {"resolutions": [64], "variants": ["migration_30"], "batch_size": 1, "warmup": 1,
+                  "iterations": 1, "rounds": 1},
 }
 
 

@@ -54,3 +54,15 @@ def test_unknown_pretrain_key_fails_with_the_key(tmp_path):
     run_stage("prepare_data", params)
     with pytest.raises(Exception, match="bach_size"):
         run_stage("pretrain", params)
+
+
+def test_changed_parameters_start_a_fresh_run_directory(tmp_path):
+    params = PipelineParams.load(write_params(tmp_path))
+    run_stage("prepare_data", params)
+    first = run_stage("pretrain", params)
+    assert first.metrics[0]["step"] == 3
+    changed = PipelineParams.load(write_params(tmp_path, pretrain={"lr": 3e-3}))
+    second = run_stage("pretrain", changed)
+    assert second.key != first.key
+    assert second.metrics[0]["step"] == 3  # trained again, did not resume the finished run
+    assert second.metrics[0]["value"] == second.metrics[0]["value"]  # finite, not NaN

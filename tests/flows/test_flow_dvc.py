@@ -1,0 +1,141 @@
+"""``dvc.yaml`` as a user runs it, in a throwaway git repository holding the pipeline files: ``dvc repro``
+writes metrics and plots DVC can read, a changed parameter reruns only the stages that read it, an
+unchanged pipeline is a no-op, and ``dvc exp run --temp`` runs an experiment without touching the
+workspace."""
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY_PARAMS, write_params
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# The stages run here (DVC runs prepare_data first, as pretrain needs it); the benchmark is independent
+# of pre-training, so a pre-training parameter must not rerun it.
+TARGETS = ("pretrain", "benchmark_acceleration")
+STAGES = {"prepare_data", "pretrain", "benchmark_acceleration"}
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "itpn test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+                "GIT_COMMITTER_NAME": "itpn test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def dvc_repo(tmp_path) -> Path:
+    """A git repository with ``dvc.yaml``, ``.dvc/config``, a tiny ``params.yaml`` and copies of the code
+    folders ``dvc.yaml`` lists as dependencies (DVC hashes them; it does not follow symlinked folders)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    (repo / ".dvc").mkdir()
+    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
+    for folder in ("itpn", "flows"):
+        shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    write_params(repo, pretrain={"lr": 1.0e-3})
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "pipeline")
+    return repo
+
+
+@pytest.fixture
+def dvc_env(tmp_path) -> dict[str, str]:
+    """The venv's ``python`` first on PATH (stage commands say ``python -m flows.stages``), the services
+    importable, a private store, no analytics, a git identity for the experiment commits."""
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(REPO),
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site-cache"),
+        "ITPN_STORE_URL": f"sqlite:///{tmp_path / 'results.db'}",
+        **GIT_IDENTITY,
+    })
+    return env
+
+
+def git(repo: Path, *arguments: str) -> str:
+    process = subprocess.run(["git", *arguments], cwd=repo, env={**os.environ, **GIT_IDENTITY}, capture_output=True,
+                             text=True)
+    assert process.returncode == 0, f"git {' '.join(arguments)} failed:\n{process.stderr}"
+    return process.stdout
+
+
+def dvc(repo: Path, env: dict[str, str], *arguments: str) -> str:
+    process = subprocess.run([str(BIN / "dvc"), *arguments], cwd=repo, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert process.returncode == 0, f"dvc {' '.join(arguments)} failed:\n{process.stdout}\n{process.stderr}"
+    return process.stdout
+
+
+def ran(output: str) -> list[str]:
+    """The stages ``dvc repro`` / ``dvc exp run`` ran, in order."""
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def result_times(repo: Path) -> dict[str, int]:
+    return {stage: (repo / "outputs" / stage / "result.json").stat().st_mtime_ns for stage in STAGES}
+
+
+def set_param(repo: Path, section: str, key: str, value) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[section][key] = value
+    path.write_text(yaml.safe_dump(params))
+
+
+def test_dvc_repro_reruns_only_changed_stages_and_exp_run_leaves_workspace(dvc_repo, dvc_env):
+    first = dvc(dvc_repo, dvc_env, "repro", *TARGETS)
+    assert set(ran(first)) == STAGES and ran(first).index("prepare_data") < ran(first).index("pretrain")
+
+    metrics = json.loads((dvc_repo / "outputs" / "pretrain" / "metrics.json").read_text())
+    assert math.isfinite(metrics["pretrain/imagenet/train/loss"])
+    with (dvc_repo / "outputs" / "pretrain" / "curves.csv").open() as handle:
+        curve = list(csv.DictReader(handle))
+    assert [int(row["step"]) for row in curve] == [1, 2, 3]  # total_steps: 3
+    assert all(math.isfinite(float(row["loss"])) for row in curve)
+    shown = json.loads(dvc(dvc_repo, dvc_env, "metrics", "show", "--json", "outputs/pretrain/metrics.json"))
+    assert shown[""]["data"]["outputs/pretrain/metrics.json"]["data"] == metrics
+    plots = json.loads(dvc(dvc_repo, dvc_env, "plots", "show", "--json", "outputs/pretrain/curves.csv"))
+    [plot] = plots["data"]["outputs/pretrain/curves.csv"]
+    assert plot["content"]["encoding"]["x"]["field"] == "step"
+    assert [float(point["loss"]) for point in plot["content"]["data"]["values"]] == [float(r["loss"]) for r in curve]
+    benchmark = json.loads((dvc_repo / "outputs" / "benchmark_acceleration" / "result.json").read_text())
+    assert {row["variant"] for row in benchmark["benchmarks"]} == {"baseline", *TINY_PARAMS["benchmark"]["variants"]}
+    assert all(row["images_per_s"] > 0 for row in benchmark["benchmarks"])
+
+    before = result_times(dvc_repo)
+    again = dvc(dvc_repo, dvc_env, "repro", *TARGETS)
+    assert ran(again) == [] and result_times(dvc_repo) == before  # unchanged parameters: a no-op
+
+    set_param(dvc_repo, "pretrain", "lr", 2.0e-3)
+    assert set(json.loads(dvc(dvc_repo, dvc_env, "status", "--json", *TARGETS))) == {"pretrain"}
+    changed = dvc(dvc_repo, dvc_env, "repro", *TARGETS)
+    assert ran(changed) == ["pretrain"]
+    after = result_times(dvc_repo)
+    assert {stage for stage in STAGES if after[stage] != before[stage]} == {"pretrain"}
+    assert json.loads(dvc(dvc_repo, dvc_env, "status", "--json", *TARGETS)) == {}
+
+    # an experiment in a temporary workspace, from the committed results
+    git(dvc_repo, "add", "-A")
+    git(dvc_repo, "commit", "-q", "-m", "baseline results")  # cache: false outputs live in git
+    workspace_params = (dvc_repo / "params.yaml").read_text()
+
+    output = dvc(dvc_repo, dvc_env, "exp", "run", "--temp", "-S", "pretrain.lr=3.0e-3", *TARGETS)
+
+    assert ran(output) == ["pretrain"]
+    assert (dvc_repo / "params.yaml").read_text() == workspace_params
+    experiments = json.loads(dvc(dvc_repo, dvc_env, "exp", "show", "--json"))
+    lrs = [run["data"]["params"]["params.yaml"]["data"]["pretrain"]["lr"]
+           for commit in experiments for experiment in (commit.get("experiments") or [])
+           for run in experiment["revs"]]
+    assert 3.0e-3 in lrs
