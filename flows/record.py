@@ -7,9 +7,17 @@ import subprocess
 import sys
 from typing import Any
 
+import fsspec
+
 from services.store import ResultsWriter, open_writer
 
 from .params import PipelineParams
+
+
+def read_rows(url: str) -> list[dict[str, Any]]:
+    """Metric rows of a JSONL curve written one metric per line (the fine-tunes' ``curve.jsonl``)."""
+    with fsspec.open(url, "rt") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
 from .stages import REPO_ROOT, STAGES, StageResult, hardware
 
 BENCHMARK_FIELDS = ("model", "variant", "resolution", "batch_size", "images_per_s", "device", "latency_ms",
@@ -36,6 +44,7 @@ def record_result(writer: ResultsWriter, run_id: int, result: StageResult) -> di
     """Metrics, curves, benchmarks and artifact URLs of one stage; each write is idempotent."""
     counts = {"metrics": writer.add_metrics(run_id, result.metrics) if result.metrics else 0}
     counts["curve_points"] = sum(
+        writer.add_metrics(run_id, read_rows(curve["url"])) if curve.get("format") == "rows" else
         writer.ingest_metrics_jsonl(run_id, curve["url"], task=curve["task"], dataset=curve["dataset"],
                                     split=curve.get("split", "train"), model=curve.get("model", ""),
                                     variant=curve.get("variant", ""))

@@ -67,12 +67,19 @@ def write_curves_csv(curves: list[dict[str, Any]], path: Path) -> None:
 
     rows: list[dict[str, Any]] = []
     for curve in curves:
+        name = f"{curve['task']}/{curve['dataset']}"
+        by_step: dict[int, dict[str, Any]] = {}
         with fsspec.open(curve["url"], "rt") as lines:
             for line in lines:
-                if line.strip():
-                    record = json.loads(line)
-                    rows.append({"curve": f"{curve['task']}/{curve['dataset']}",
-                                 **{k: v for k, v in record.items() if isinstance(v, (int, float))}})
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if curve.get("format") == "rows":  # one metric per line: pivot to one row per step
+                    by_step.setdefault(record["step"], {"curve": name, "step": record["step"]})[
+                        record["name"]] = record["value"]
+                else:
+                    rows.append({"curve": name, **{k: v for k, v in record.items() if isinstance(v, (int, float))}})
+        rows.extend(by_step.values())
     columns = ["curve", "step"] + sorted({k for row in rows for k in row} - {"curve", "step"})
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -145,26 +152,28 @@ def pretrain(params: PipelineParams, out: Path) -> StageResult:
     return result
 
 
-def finetune(task: str) -> Callable[[PipelineParams, Path], StageResult]:
-    def run(params: PipelineParams, out: Path) -> StageResult:
-        from itpn.finetune import read_rows, run_task
+def finetune_classification(params: PipelineParams, out: Path) -> StageResult:
+    """ImageNet fine-tuning from the pre-training export, then the same weights under every
+    ``eval_variants`` acceleration variant (accuracy and speed-up from one model)."""
+    from itpn.finetune import run_classification
 
-        export = (params.stage_dir("pretrain") / "run" / "backbone.safetensors").as_posix()
-        data_kind = {"classification": "imagenet", "detection": "coco", "segmentation": "ade20k",
-                     "rotated": "dota"}[task]
-        section = {"model": params.experiment.model, "model_kwargs": params.experiment.model_kwargs,
-                   "device": params.experiment.device, **params.finetune.get(task, {}),
-                   "data_url": params.data_url(data_kind), "output_url": str(out / "run"), "pretrained": export}
-        outcome = run_task(task, section)
-        result = StageResult(f"finetune_{task}", key="")
-        result.outputs = {"checkpoint": outcome.checkpoint_url or ""}
-        result.metrics = read_rows(outcome.metrics_url)
-        if outcome.curve_url:
-            result.curves.append({"url": outcome.curve_url, "task": result.metrics[0]["task"],
-                                  "dataset": data_kind, "split": "train", "model": section["model"]})
-        return result
+    section = {"model": params.experiment.model, "model_kwargs": params.experiment.model_kwargs,
+               "device": params.experiment.device, **params.finetune.get("classification", {}),
+               "data_url": params.data_url("imagenet"), "output_url": str(out / "run"),
+               "pretrained": pretrain_export(params)}
+    outcome = run_classification(section)
+    return StageResult("finetune_classification", key="", outputs={"model": outcome.export_url},
+                       metrics=outcome.metrics,
+                       curves=[{"url": outcome.curve_url, "format": "rows", "task": "classification",
+                                "dataset": "imagenet"}])
 
-    return run
+
+def pretrain_export(params: PipelineParams) -> str:
+    export = params.stage_dir("pretrain") / "run" / "backbone.safetensors"
+    if not export.exists():
+        raise FileNotFoundError(f"no pre-training export at {export}: run the pretrain stage first "
+                                f"(itpn pretrain, or dvc repro pretrain)")
+    return export.as_posix()
 
 
 def benchmark_acceleration(params: PipelineParams, out: Path) -> StageResult:
@@ -185,7 +194,7 @@ def benchmark_acceleration(params: PipelineParams, out: Path) -> StageResult:
 STAGES: dict[str, Callable[[PipelineParams, Path], StageResult]] = {
     "prepare_data": prepare_data,
     "pretrain": pretrain,
-    **{f"finetune_{task}": finetune(task) for task in FINETUNE_TASKS},
+    "finetune_classification": finetune_classification,
     "benchmark_acceleration": benchmark_acceleration,
 }
 UPSTREAM = {
