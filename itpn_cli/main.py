@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -202,10 +200,5 @@ def store_upgrade(url: Optional[str] = typer.Option(None, help="store URL (defau
     console.print(f"store {url or store_url()} at revision {revision}")
 
 
-def main() -> None:
-    sys.path.insert(0, str(Path.cwd()))
-    app()
-
-
 if __name__ == "__main__":
-    main()
+    app()
