@@ -37,8 +37,8 @@ def build_trainer(args: argparse.Namespace, output: str) -> Trainer:
     if args.small:
         values.update(SMALL_MODEL, model="fast_itpn_tiny_patch16_224")
     config = PretrainConfig.from_dict(values)
-    placeholder = [torch.zeros(3, config.img_size, config.img_size)] * config.batch_size  # sizes the schedule only
-    return Trainer(config, placeholder)
+    sizing_batch = [torch.zeros(3, config.img_size, config.img_size)] * config.batch_size  # sizes the schedule only
+    return Trainer(config, sizing_batch)
 
 
 def benchmark(args: argparse.Namespace) -> dict:

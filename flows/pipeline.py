@@ -1,49 +1,32 @@
-"""The Prefect flows. ``experiment`` chains the others the way the paper does: prepare the data,
-pre-train once, fine-tune every task from the same integral checkpoint, benchmark every
-acceleration variant, and record everything in the results store."""
+"""The Prefect flows. One flow per stage, and ``experiment``, which chains them the way the paper
+does: prepare the data, pre-train once, fine-tune every task from the same integral checkpoint,
+benchmark every acceleration variant, and record everything in the results store."""
 from __future__ import annotations
 
-from prefect import flow
+from prefect import Flow, flow
 
 from .params import FINETUNE_TASKS, PipelineParams
 from .stages import StageResult
 from .tasks import execute, resolve
 
 
-@flow(name="prepare_data", log_prints=True)
-def prepare_data(params_file: str = "params.yaml") -> StageResult:
-    return execute("prepare_data", resolve(params_file))
+def stage_flow(stage: str, description: str) -> Flow:
+    """A flow that runs ``stage`` in its own process and records it in the store."""
+
+    def run(params_file: str = "params.yaml") -> StageResult:
+        return execute(stage, resolve(params_file))
+
+    return flow(run, name=stage, description=description, log_prints=True)
 
 
-@flow(name="pretrain", log_prints=True)
-def pretrain(params_file: str = "params.yaml") -> StageResult:
-    return execute("pretrain", resolve(params_file))
-
-
-@flow(name="finetune_classification", log_prints=True)
-def finetune_classification(params_file: str = "params.yaml") -> StageResult:
-    return execute("finetune_classification", resolve(params_file))
-
-
-@flow(name="finetune_detection", log_prints=True)
-def finetune_detection(params_file: str = "params.yaml") -> StageResult:
-    return execute("finetune_detection", resolve(params_file))
-
-
-@flow(name="finetune_segmentation", log_prints=True)
-def finetune_segmentation(params_file: str = "params.yaml") -> StageResult:
-    return execute("finetune_segmentation", resolve(params_file))
-
-
-@flow(name="finetune_rotated", log_prints=True)
-def finetune_rotated(params_file: str = "params.yaml") -> StageResult:
-    return execute("finetune_rotated", resolve(params_file))
-
-
-@flow(name="benchmark_acceleration", log_prints=True)
-def benchmark_acceleration(params_file: str = "params.yaml") -> StageResult:
-    return execute("benchmark_acceleration", resolve(params_file))
-
+prepare_data = stage_flow("prepare_data", "Generate or find the data sets, validate them, write their manifests.")
+pretrain = stage_flow("pretrain", "Integral pre-training (MIM + multi-stage MFM); exports backbone + pyramid.")
+finetune_classification = stage_flow("finetune_classification",
+                                     "ImageNet fine-tuning, then every acceleration variant on the same weights.")
+finetune_detection = stage_flow("finetune_detection", "COCO detection and instance segmentation (OpenMMLab).")
+finetune_segmentation = stage_flow("finetune_segmentation", "ADE20K semantic segmentation (OpenMMLab).")
+finetune_rotated = stage_flow("finetune_rotated", "DOTA rotated detection (OpenMMLab).")
+benchmark_acceleration = stage_flow("benchmark_acceleration", "Every acceleration variant against the baseline.")
 
 FINETUNE_FLOWS = {
     "classification": finetune_classification,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import logging
 from typing import Any, Iterable
 
@@ -25,7 +26,7 @@ def resolve_skip(url: str, skip: Iterable[str] | None) -> set[str]:
     return set(manifest.get("skipped", [])) if manifest else set()
 
 
-class RobustDataset(Dataset):
+class RobustDataset(Dataset, abc.ABC):
     """A map-style dataset whose ``__getitem__`` never fails on one bad sample.
 
     Subclasses implement ``__len__``, ``_key(i)`` (the sample's path relative to the root) and
@@ -61,11 +62,13 @@ class RobustDataset(Dataset):
         state["_fs"] = None
         return state
 
+    @abc.abstractmethod
     def _key(self, index: int) -> str:
-        raise NotImplementedError
+        """The file (or record) name of sample ``index``, for skip lists and error messages."""
 
+    @abc.abstractmethod
     def _load(self, index: int) -> Any:
-        raise NotImplementedError
+        """Read and decode sample ``index``; raising marks the sample bad."""
 
     def _finish(self, sample: Any) -> Any:
         return sample
