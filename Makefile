@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch/torchvision first, from the pinned pair, so that no later resolve can pick another build.
-$(STAMP): pyproject.toml scripts/install_system_deps.sh
+$(STAMP): pyproject.toml scripts/install_system_deps.sh scripts/install_openmmlab.sh
 	bash scripts/install_system_deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[pipeline,test,postgres]'
+	PYTHON=$(PY) bash scripts/install_openmmlab.sh
 	touch $@
 
 demo: setup

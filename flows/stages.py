@@ -168,6 +168,50 @@ def finetune_classification(params: PipelineParams, out: Path) -> StageResult:
                                 "dataset": "imagenet"}])
 
 
+OPENMMLAB_TASKS = {  # stage task -> (metric task name, data set kind, runner)
+    "detection": ("detection", "coco", "run_detection"),
+    "segmentation": ("segmentation", "ade20k", "run_segmentation"),
+    "rotated": ("rotated_detection", "dota", "run_rotated"),
+}
+OPENMMLAB_KEYS = {"config", "cfg_options", "variant", "eval_variants"}
+
+
+def finetune_openmmlab(task: str) -> Callable[[PipelineParams, Path], StageResult]:
+    """COCO / ADE20K / DOTA fine-tuning through the OpenMMLab adapters, from the pre-training export;
+    then the fine-tuned detector or segmenter evaluated under every ``eval_variants`` variant."""
+    metric_task, data_kind, runner_name = OPENMMLAB_TASKS[task]
+
+    def run(params: PipelineParams, out: Path) -> StageResult:
+        import itpn.mmlab
+
+        section = dict(params.finetune.get(task, {}))
+        unknown = sorted(set(section) - OPENMMLAB_KEYS)
+        if unknown or "config" not in section:
+            raise ValueError(f"params.yaml finetune.{task}: unknown keys {unknown} / needs 'config'; the keys are "
+                             f"{sorted(OPENMMLAB_KEYS)}")
+        config = str(REPO_ROOT / section["config"])
+        backbone = {"model.backbone.model_name": params.experiment.model,
+                    "model.backbone.model_kwargs": params.experiment.model_kwargs}
+        options = {**backbone, **section.get("cfg_options", {})}
+        runner = getattr(itpn.mmlab, runner_name)
+        work_dir = str(out / "run")
+        rows = runner(config, data_root=params.data_url(data_kind), checkpoint=pretrain_export(params),
+                      work_dir=work_dir, output_url=work_dir, cfg_options=options,
+                      variant=section.get("variant"))
+        trained = sorted((out / "run").glob("iter_*.pth"), key=lambda path: int(path.stem.split("_")[1]))
+        for variant in section.get("eval_variants", []):
+            if variant != section.get("variant", "baseline"):
+                rows += runner(config, data_root=params.data_url(data_kind), work_dir=str(out / "eval" / variant),
+                               output_url=str(out / "eval" / variant), variant=variant, train=False,
+                               cfg_options={**options, "load_from": str(trained[-1])})
+        return StageResult(f"finetune_{task}", key="", outputs={"checkpoint": str(trained[-1]) if trained else ""},
+                           metrics=rows,
+                           curves=[{"url": f"{work_dir}/curve.jsonl", "format": "rows", "task": metric_task,
+                                    "dataset": data_kind}])
+
+    return run
+
+
 def pretrain_export(params: PipelineParams) -> str:
     export = params.stage_dir("pretrain") / "run" / "backbone.safetensors"
     if not export.exists():
@@ -195,6 +239,7 @@ STAGES: dict[str, Callable[[PipelineParams, Path], StageResult]] = {
     "prepare_data": prepare_data,
     "pretrain": pretrain,
     "finetune_classification": finetune_classification,
+    **{f"finetune_{task}": finetune_openmmlab(task) for task in OPENMMLAB_TASKS},
     "benchmark_acceleration": benchmark_acceleration,
 }
 UPSTREAM = {

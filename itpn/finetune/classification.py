@@ -1,0 +1,416 @@
+"""ImageNet fine-tuning of HiViT / iTPN / Fast-iTPN, built from timm's training utilities.
+
+timm supplies the transform (RandAugment, random erasing), ``Mixup``, the losses, AdamW with
+layer-wise lr decay (our models' ``group_matcher``), the warm-up + cosine schedule, ``ModelEmaV3``
+and ``accuracy``; this module wires them into a loop that resumes exactly (every epoch reseeds
+every random source from ``(seed, epoch, rank)`` and the checkpoint holds all optimisation state),
+runs under ``torchrun`` (DDP) and writes metrics rows and a training curve for the results store.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import random
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Sequence
+
+import fsspec
+import numpy as np
+import timm
+import torch
+import torch.distributed as dist
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, accuracy
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from itpn.data import ImageNetFolder, build_classification_transform
+from itpn.models import load_checkpoint, save_safetensors
+from itpn.models.acceleration import set_acceleration
+from itpn.pretrain.trainer import Runtime, setup_runtime
+
+from .config import ClassificationConfig
+from .records import CurveWriter, MetricRecord, join_url, write_metrics
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+EXPORT_NAME = "model.safetensors"
+TASK = "classification"
+
+
+@dataclass
+class ClassificationResult:
+    metrics: list[dict[str, Any]]  # the rows written to metrics.json
+    metrics_url: str
+    curve_url: str
+    export_url: str  # fine-tuned weights (the EMA weights when model_ema_eval)
+    epochs_done: int
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 9_973 + rank * 7) % 2 ** 31
+
+
+# --- building ----------------------------------------------------------------------------------------
+def build_datasets(config: ClassificationConfig) -> tuple[ImageNetFolder, ImageNetFolder]:
+    train_transform = build_classification_transform(
+        True, config.img_size, auto_augment=config.auto_augment, re_prob=config.reprob,
+        color_jitter=config.color_jitter)
+    eval_transform = build_classification_transform(False, config.img_size, crop_pct=config.crop_pct)
+    train = ImageNetFolder(config.data_url, config.train_split, train_transform)
+    val = ImageNetFolder(config.data_url, config.val_split, eval_transform, classes=train.classes)
+    return train, val
+
+
+def build_model(config: ClassificationConfig, num_classes: int) -> nn.Module:
+    """The classifier running ``config.variant``, initialised from ``config.pretrained`` (the pyramid of a
+    pre-training export is dropped: classification uses the backbone alone)."""
+    model = timm.create_model(config.model, num_classes=num_classes, img_size=config.img_size,
+                              drop_path_rate=config.drop_path, **config.model_kwargs)
+    set_acceleration(model, config.variant)
+    if config.pretrained:
+        report = load_checkpoint(model, config.pretrained)
+        log.info("initialised from %s", report.summary())
+    return model
+
+
+def _loader(dataset: Dataset, batch_size: int, runtime: Runtime, *, train: bool, workers: int,
+            seed: int) -> tuple[DataLoader, Optional[DistributedSampler]]:
+    sampler = DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=train, seed=seed,
+                                 drop_last=train) if runtime.distributed else None
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                        num_workers=workers, drop_last=train, generator=generator,
+                        pin_memory=runtime.device.type == "cuda", persistent_workers=False)
+    return loader, sampler
+
+
+def _autocast(config: ClassificationConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda" and config.amp_dtype == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
+             autocast: contextlib.AbstractContextManager | None = None, progress: bool = False) -> dict[str, float]:
+    """Top-1 / top-5 (%) and the mean cross-entropy over ``loader``, summed over all ranks; also the
+    seconds spent in the model's forward alone (for throughput)."""
+    model.eval()
+    totals = torch.zeros(4, dtype=torch.float64)  # correct@1, correct@5, loss sum, images
+    forward_seconds = 0.0
+    for images, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        with autocast or contextlib.nullcontext():
+            logits = model(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        forward_seconds += time.perf_counter() - start
+        logits = logits.float()
+        top1, top5 = accuracy(logits, targets, topk=(1, min(5, logits.shape[1])))
+        count = images.shape[0]
+        totals += torch.tensor([top1.item() * count / 100, top5.item() * count / 100,
+                                nn.functional.cross_entropy(logits, targets, reduction="sum").item(), count],
+                               dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        totals = totals.to(device)
+        dist.all_reduce(totals)
+        totals = totals.cpu()
+    images = max(totals[3].item(), 1.0)
+    return {"top1": 100 * totals[0].item() / images, "top5": 100 * totals[1].item() / images,
+            "loss": totals[2].item() / images, "images": totals[3].item(), "forward_seconds": forward_seconds}
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+def _save(url: str, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    filesystem, path = fsspec.core.url_to_fs(url)
+    filesystem.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with filesystem.open(f"{path}.tmp", "wb") as handle:
+        handle.write(buffer.getvalue())
+    filesystem.mv(f"{path}.tmp", path)
+
+
+def _load(url: str) -> Optional[dict[str, Any]]:
+    filesystem, path = fsspec.core.url_to_fs(url)
+    if not filesystem.exists(path):
+        return None
+    with filesystem.open(path, "rb") as handle:
+        return torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
+
+
+def read_export_metadata(url: str) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (read from its header only)."""
+    with fsspec.open(url, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return header.get("__metadata__", {})
+
+
+# --- training ----------------------------------------------------------------------------------------
+class ClassificationTrainer:
+    def __init__(self, config: ClassificationConfig, runtime: Optional[Runtime] = None):
+        self.config = config
+        self.runtime = runtime or setup_runtime(config.device)
+        self.train_set, self.val_set = build_datasets(config)
+        self.num_classes = len(self.train_set.classes)
+        if self.num_classes < 2:
+            raise ValueError(f"{config.data_url}/{config.train_split} has {self.num_classes} class folder(s); "
+                             f"a classifier needs at least 2")
+        if self.runtime.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormal optimizer states slow CPU training down over time
+        seed_everything(config.seed)
+        self.model = build_model(config, self.num_classes).to(self.runtime.device)
+        self.ema = ModelEmaV3(self.model, decay=config.model_ema_decay) if config.model_ema else None
+        self.optimizer = create_optimizer_v2(self.model, opt="adamw", lr=config.lr, weight_decay=config.weight_decay,
+                                             layer_decay=config.layer_decay)
+        self.train_loader, self.train_sampler = _loader(
+            self.train_set, config.batch_size, self.runtime, train=True, workers=config.num_workers, seed=config.seed)
+        self.val_loader, _ = _loader(self.val_set, config.batch_size, self.runtime, train=False,
+                                     workers=config.num_workers, seed=config.seed)
+        batches = len(self.train_loader)
+        if batches < config.accum_steps:
+            raise ValueError(f"{config.data_url}/{config.train_split}: {len(self.train_set)} images make {batches} "
+                             f"batch(es) of {config.batch_size} per process, fewer than accum_steps="
+                             f"{config.accum_steps}; lower batch_size")
+        self.steps_per_epoch = batches // config.accum_steps
+        if config.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched="cosine", num_epochs=config.epochs, warmup_epochs=config.warmup_epochs,
+            warmup_lr=config.warmup_lr, min_lr=config.min_lr, step_on_epochs=False,
+            updates_per_epoch=self.steps_per_epoch)
+        self.mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, prob=config.mixup_prob,
+                           switch_prob=config.mixup_switch_prob, label_smoothing=config.smoothing,
+                           num_classes=self.num_classes) if config.mixup_active else None
+        if self.mixup is not None:
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        elif config.smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(config.smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
+        self.wrapped = self.model
+        if self.runtime.distributed:
+            ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
+        self.epoch = 0
+        self.updates = 0
+        self.checkpoint_url = join_url(config.output_url, CHECKPOINT_NAME)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None and self.config.model_ema_eval else self.model
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "updates": self.updates,
+            "config": json.dumps(self.config.to_dict()),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        saved = json.loads(state["config"])
+        current = json.loads(json.dumps(self.config.to_dict()))  # tuples become lists, as in the saved copy
+        for key in ("model", "model_kwargs", "variant", "img_size", "epochs", "lr", "batch_size", "accum_steps"):
+            if saved.get(key) != current[key]:
+                raise ValueError(f"{self.checkpoint_url} was written by a run with {key}={saved.get(key)!r}, this "
+                                 f"run has {key}={current[key]!r}: use another output_url or resume=False to "
+                                 f"start over")
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.updates = state["epoch"], state["updates"]
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(self.epoch)
+        self.train_loader.generator.manual_seed(epoch_seed(self.config.seed, self.epoch, 0))
+        for index, batch in enumerate(self.train_loader):
+            if index >= self.steps_per_epoch * self.config.accum_steps:
+                break
+            yield batch
+
+    def train_epoch(self, curve: CurveWriter) -> float:
+        config, device = self.config, self.runtime.device
+        seed_everything(epoch_seed(config.seed, self.epoch, self.runtime.rank))
+        self.wrapped.train()
+        autocast = _autocast(config, device)
+        losses: list[float] = []
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{config.epochs}",
+                   disable=not (config.progress and self.runtime.is_main))
+        for index, (images, targets) in enumerate(self.batches()):
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            if self.mixup is not None:
+                images, targets = self.mixup(images, targets)
+            last_micro = (index + 1) % config.accum_steps == 0
+            sync = last_micro or not self.runtime.distributed
+            with autocast, (contextlib.nullcontext() if sync else self.wrapped.no_sync()):
+                loss = self.criterion(self.wrapped(images), targets)
+                (loss / config.accum_steps).backward()
+            losses.append(loss.item())
+            if not last_micro:
+                continue
+            if not np.isfinite(losses[-1]):
+                raise FloatingPointError(f"the training loss is {losses[-1]} at update {self.updates} "
+                                         f"(epoch {self.epoch}); lower lr or set clip_grad")
+            if config.clip_grad:
+                nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.updates += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.updates)
+            self.scheduler.step_update(self.updates)
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if self.runtime.is_main and self.updates % config.log_every == 0:
+                lr = max(group["lr"] for group in self.optimizer.param_groups)
+                curve.write([self.record("train", "loss", float(np.mean(losses[-config.log_every:])), self.updates),
+                             self.record("train", "lr", lr, self.updates)])
+        bar.close()
+        self.epoch += 1
+        return float(np.mean(losses)) if losses else float("nan")
+
+    def record(self, split: str, name: str, value: float, step: int = 0, variant: Optional[str] = None) -> MetricRecord:
+        return MetricRecord(TASK, self.config.dataset, split, name, value, step, self.config.model,
+                            self.config.variant if variant is None else variant)
+
+    def fit(self) -> ClassificationResult:
+        config = self.config
+        previous = _load(self.checkpoint_url) if config.resume else None
+        if previous is not None:
+            self.restore(previous)
+            log.info("resumed from %s at epoch %d (update %d)", self.checkpoint_url, self.epoch, self.updates)
+        curve = CurveWriter(config.output_url, restart=previous is None) if self.runtime.is_main else None
+        if curve is not None and previous is not None:
+            curve.truncate_after(self.updates)
+        last_epoch = config.epochs if config.stop_after_epochs is None else min(
+            config.epochs, self.epoch + config.stop_after_epochs)
+        autocast = _autocast(config, self.runtime.device)
+        scores: dict[str, float] = {}
+        while self.epoch < last_epoch:
+            train_loss = self.train_epoch(curve)
+            scores = evaluate(self.eval_model, self.val_loader, self.runtime.device, autocast)
+            if self.runtime.is_main:
+                curve.write([self.record("train", "epoch_loss", train_loss, self.updates)]
+                            + [self.record(config.val_split, name, scores[name], self.updates)
+                               for name in ("top1", "top5", "loss")])
+                _save(self.checkpoint_url, self.state())
+                log.info("epoch %d: train loss %.4f, val top-1 %.2f top-5 %.2f", self.epoch, train_loss,
+                         scores["top1"], scores["top5"])
+        if not scores:  # nothing left to train: evaluate what the checkpoint holds
+            scores = evaluate(self.eval_model, self.val_loader, self.runtime.device, autocast)
+        export_url = join_url(config.output_url, EXPORT_NAME)
+        rows = [self.record(config.val_split, name, scores[name]) for name in ("top1", "top5")]
+        if self.ema is not None and config.model_ema_eval:
+            raw = evaluate(self.model, self.val_loader, self.runtime.device, autocast)
+            rows.append(self.record(config.val_split, "top1_no_ema", raw["top1"]))
+        if self.runtime.is_main:
+            metadata = {"model": config.model, "model_kwargs": json.dumps(config.model_kwargs),
+                        "num_classes": str(self.num_classes), "img_size": str(config.img_size),
+                        "variant": config.variant,
+                        "classes": json.dumps(self.train_set.classes), "epochs_done": str(self.epoch)}
+            save_safetensors(self.eval_model.state_dict(), export_url, metadata)
+        if config.eval_variants and self.runtime.is_main:
+            # The exported weights under each variant; the training variant's top-1/top-5 are already rows.
+            seen = {(row.split, row.name, row.variant) for row in rows}
+            rows += [MetricRecord(**row) for row in evaluate_variants(
+                export_url, config.data_url, config.eval_variants, split=config.val_split, dataset=config.dataset,
+                batch_size=config.batch_size, num_workers=config.num_workers, device=str(self.runtime.device),
+                crop_pct=config.crop_pct, progress=config.progress)
+                if (row["split"], row["name"], row["variant"]) not in seen]
+        metrics = [row.to_dict() for row in rows]
+        metrics_url = join_url(config.output_url, "metrics.json")
+        if self.runtime.is_main:
+            write_metrics(config.output_url, rows)
+        return ClassificationResult(metrics, metrics_url, join_url(config.output_url, "curve.jsonl"), export_url,
+                                    self.epoch)
+
+
+def run_classification(config: ClassificationConfig | dict[str, Any] | str) -> ClassificationResult:
+    """Fine-tune a classifier (a config, a dict of its fields or a YAML URL); writes ``metrics.json``,
+    ``curve.jsonl``, ``checkpoint.pt`` and ``model.safetensors`` under ``config.output_url``."""
+    if isinstance(config, str):
+        config = ClassificationConfig.from_yaml(config)
+    elif isinstance(config, dict):
+        config = ClassificationConfig.from_dict(config)
+    return ClassificationTrainer(config).fit()
+
+
+# --- one checkpoint under every acceleration variant ------------------------------------------------
+def evaluate_variants(
+    checkpoint: str,
+    data_url: str,
+    variants: Sequence[str],
+    *,
+    split: str = "val",
+    dataset: str = "imagenet",
+    batch_size: int = 64,
+    num_workers: int = 4,
+    device: str = "auto",
+    crop_pct: Optional[float] = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Evaluate one fine-tuned ``model.safetensors`` under each acceleration variant.
+
+    Returns metric rows per variant: ``top1``, ``top5``, ``images_per_s`` (the model's forward alone,
+    data loading excluded) and ``speedup`` over the ``baseline`` variant (over the first variant when
+    ``baseline`` is not among them). Accuracy and speed-up thus come from the same weights.
+    """
+    if not variants:
+        raise ValueError("variants is empty: name at least one acceleration variant (e.g. 'baseline')")
+    metadata = read_export_metadata(checkpoint)
+    missing = [key for key in ("model", "num_classes", "img_size", "classes") if key not in metadata]
+    if missing:
+        raise ValueError(f"{checkpoint} lacks the metadata {missing} a fine-tuned export carries: pass the "
+                         f"model.safetensors written by run_classification")
+    name, img_size = metadata["model"], int(metadata["img_size"])
+    model_kwargs = json.loads(metadata.get("model_kwargs", "{}"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    runtime = Runtime(0, 1, torch.device(device))
+    transform = build_classification_transform(False, img_size, crop_pct=crop_pct)
+    val = ImageNetFolder(data_url, split, transform, classes=json.loads(metadata["classes"]))
+    loader, _ = _loader(val, batch_size, runtime, train=False, workers=num_workers, seed=0)
+    results: dict[str, dict[str, float]] = {}
+    for variant in tqdm(variants, desc="variants", disable=not progress):
+        model = timm.create_model(name, num_classes=int(metadata["num_classes"]), img_size=img_size, **model_kwargs)
+        set_acceleration(model, variant)
+        load_checkpoint(model, checkpoint)
+        results[variant] = evaluate(model.to(runtime.device), loader, runtime.device)
+    reference = "baseline" if "baseline" in results else variants[0]
+    reference_speed = results[reference]["images"] / results[reference]["forward_seconds"]
+    rows = []
+    for variant, scores in results.items():
+        speed = scores["images"] / scores["forward_seconds"]
+        for metric, value in (("top1", scores["top1"]), ("top5", scores["top5"]), ("images_per_s", speed),
+                              ("speedup", speed / reference_speed)):
+            rows.append(MetricRecord(TASK, dataset, split, metric, value, 0, name, variant).to_dict())
+    return rows

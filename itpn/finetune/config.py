@@ -1,0 +1,137 @@
+"""``ClassificationConfig``: an ImageNet fine-tune, with the paper's recipe for each model size as defaults."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import fsspec
+import yaml
+
+from itpn.models.acceleration import get_variant
+
+# Fast-iTPN ImageNet-1K fine-tuning (the released fast_itpn/README.md; official-code-facts 5.2).
+# batch_size is per GPU and accum_steps the update frequency: T/S ran 16 GPUs, B and L 32 GPUs.
+RECIPES: dict[str, dict[str, Any]] = {
+    "tiny": dict(lr=1e-4, epochs=100, warmup_epochs=5, layer_decay=0.80, drop_path=0.1, batch_size=64,
+                 accum_steps=1, img_size=224),
+    "small": dict(lr=1e-4, epochs=100, warmup_epochs=5, layer_decay=0.90, drop_path=0.1, batch_size=64,
+                  accum_steps=1, img_size=224),
+    "base": dict(lr=1e-4, epochs=20, warmup_epochs=3, layer_decay=0.90, drop_path=0.1, batch_size=32,
+                 accum_steps=1, img_size=224),
+    "large": dict(lr=5e-5, epochs=20, warmup_epochs=3, layer_decay=0.95, drop_path=0.2, batch_size=4,
+                  accum_steps=4, img_size=640),
+}
+SIZES = tuple(RECIPES)
+
+
+def model_size(model: str) -> str:
+    """``tiny``/``small``/``base``/``large`` from a model name such as ``fast_itpn_base_patch16_224``."""
+    for size in SIZES:
+        if f"_{size}_" in f"_{model}_":
+            return size
+    raise ValueError(f"cannot tell the size of model {model!r}: its name names none of {SIZES}")
+
+
+@dataclass
+class ClassificationConfig:
+    """An ImageNet-style fine-tune. Fields left ``None`` take the paper's value for the model's size
+    (``RECIPES``); the rest are the recipe shared by all sizes: AdamW (weight decay 0.05), warm-up then
+    cosine to ``min_lr``, mixup 0.8 / cutmix 1.0, RandAugment ``rand-m9-mstd0.5-inc1``, random erasing
+    0.25, label smoothing 0.1, model EMA 0.9999 used for evaluation."""
+
+    # model
+    model: str = "fast_itpn_base_patch16_224"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
+    pretrained: Optional[str] = None  # pre-training export (safetensors) or released checkpoint URL
+    variant: str = "baseline"  # acceleration variant used while fine-tuning
+    eval_variants: list[str] = field(default_factory=list)  # also evaluate the final weights under these
+    # data: an ImageNet folder (<data_url>/<split>/<wnid>/<image>)
+    data_url: str = ""
+    dataset: str = "imagenet"  # the name metrics are recorded under
+    train_split: str = "train"
+    val_split: str = "val"
+    img_size: Optional[int] = None
+    crop_pct: Optional[float] = None  # evaluation centre crop (timm's default when None)
+    num_workers: int = 8
+    # optimisation
+    batch_size: Optional[int] = None  # per process; global = batch_size * accum_steps * world size
+    accum_steps: Optional[int] = None
+    epochs: Optional[int] = None
+    warmup_epochs: Optional[int] = None
+    lr: Optional[float] = None  # absolute, not scaled by batch size (as released)
+    min_lr: float = 1e-6
+    warmup_lr: float = 1e-6
+    weight_decay: float = 0.05
+    layer_decay: Optional[float] = None
+    drop_path: Optional[float] = None
+    clip_grad: Optional[float] = None
+    amp_dtype: str = "bf16"  # autocast dtype on CUDA ("bf16" or "fp32"); CPU runs in fp32
+    # augmentation and regularisation
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    smoothing: float = 0.1
+    auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1"
+    color_jitter: float = 0.4
+    reprob: float = 0.25
+    model_ema: bool = True
+    model_ema_decay: float = 0.9999
+    model_ema_eval: bool = True
+    # bookkeeping
+    device: str = "auto"
+    output_url: str = "runs/classification"
+    resume: bool = True  # continue from <output_url>/checkpoint.pt when it exists
+    stop_after_epochs: Optional[int] = None  # end this job after that many epochs (schedule unchanged)
+    max_steps_per_epoch: Optional[int] = None  # cap the updates per epoch (smoke runs and demos)
+    log_every: int = 10
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        recipe = RECIPES[model_size(self.model)]
+        for name, value in recipe.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.amp_dtype not in ("bf16", "fp32"):
+            raise ValueError(f"amp_dtype must be 'bf16' or 'fp32', got {self.amp_dtype!r}")
+        for name in ("batch_size", "accum_steps", "epochs", "img_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.warmup_epochs >= self.epochs and self.epochs > 1:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be shorter than epochs ({self.epochs})")
+        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
+            raise ValueError(f"mixup/cutmix mix pairs of images: batch_size must be even, got {self.batch_size}")
+        for variant in [self.variant, *self.eval_variants]:
+            get_variant(variant)  # an unknown name fails here, before any data is read
+        if not self.data_url:
+            raise ValueError("data_url is empty: point it at an ImageNet folder holding train/ and val/")
+
+    @property
+    def mixup_active(self) -> bool:
+        return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "the classification config") -> "ClassificationConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} in {source}; the known keys are: {', '.join(sorted(known))}")
+        return cls(**dict(values))
+
+    @classmethod
+    def from_yaml(cls, url: str, section: Optional[str] = None) -> "ClassificationConfig":
+        """Read a YAML file, or one ``section`` of it (e.g. ``finetune`` of ``params.yaml``)."""
+        with fsspec.open(url, "rt") as handle:
+            document = yaml.safe_load(handle) or {}
+        if section is not None:
+            if section not in document:
+                raise KeyError(f"{url} has no {section!r} section (it has: {', '.join(map(str, document))})")
+            document = document[section]
+        return cls.from_dict(document, source=url + (f" [{section}]" if section else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

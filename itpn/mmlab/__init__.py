@@ -1,0 +1,28 @@
+"""OpenMMLab adapters: the iTPN backbone + pre-trained pyramid as an mmdet / mmseg / mmrotate backbone,
+layer-wise lr decay, DOTA through the project's reader with DOTA's merged metric, and the entry
+points ``run_detection``, ``run_segmentation``, ``run_rotated``.
+
+Needs the OpenMMLab stack (``scripts/install_openmmlab.sh``); the rest of ``itpn`` never imports it.
+Configs load this package with ``custom_imports=dict(imports=['itpn.mmlab'])``.
+"""
+try:
+    import mmdet.registry
+    import mmrotate.registry
+    import mmseg.registry
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(f"itpn.mmlab needs the OpenMMLab stack ({error.name} is missing): run "
+                      f"scripts/install_openmmlab.sh, or pip install the 'mmlab' extra") from error
+
+from .backbone import ITPNBackbone
+from .dota import DOTAMergedMetric, ITPNDOTADataset, read_label_file
+from .optim import LayerDecayOptimWrapperConstructor, layer_decay_groups
+from .runner import MetricRecordsHook, load_config, run_detection, run_rotated, run_segmentation, run_task
+
+for _registry in (mmdet.registry.MODELS, mmseg.registry.MODELS, mmrotate.registry.MODELS):
+    _registry.register_module(module=ITPNBackbone, force=True)
+
+__all__ = [
+    "DOTAMergedMetric", "ITPNBackbone", "ITPNDOTADataset", "LayerDecayOptimWrapperConstructor", "MetricRecordsHook",
+    "layer_decay_groups", "load_config", "read_label_file", "run_detection", "run_rotated", "run_segmentation",
+    "run_task",
+]
