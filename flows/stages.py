@@ -201,8 +201,9 @@ def finetune_openmmlab(task: str) -> Callable[[PipelineParams, Path], StageResul
         trained = sorted((out / "run").glob("iter_*.pth"), key=lambda path: int(path.stem.split("_")[1]))
         for variant in section.get("eval_variants", []):
             if variant != section.get("variant", "baseline"):
-                rows += runner(config, data_root=params.data_url(data_kind), work_dir=str(out / "eval" / variant),
-                               output_url=str(out / "eval" / variant), variant=variant, train=False,
+                evaluation = str(out / "run" / "eval" / variant)
+                rows += runner(config, data_root=params.data_url(data_kind), work_dir=evaluation,
+                               output_url=evaluation, variant=variant, train=False,
                                cfg_options={**options, "load_from": str(trained[-1])})
         return StageResult(f"finetune_{task}", key="", outputs={"checkpoint": str(trained[-1]) if trained else ""},
                            metrics=rows,
