@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
-import fsspec
-import yaml
-
+from itpn.config import DataclassConfig
 from itpn.models.acceleration import get_variant
 
 # Fast-iTPN ImageNet-1K fine-tuning (the released fast_itpn/README.md; official-code-facts 5.2).
@@ -34,7 +32,7 @@ def model_size(model: str) -> str:
 
 
 @dataclass
-class ClassificationConfig:
+class ClassificationConfig(DataclassConfig):
     """An ImageNet-style fine-tune. Fields left ``None`` take the paper's value for the model's size
     (``RECIPES``); the rest are the recipe shared by all sizes: AdamW (weight decay 0.05), warm-up then
     cosine to ``min_lr``, mixup 0.8 / cutmix 1.0, RandAugment ``rand-m9-mstd0.5-inc1``, random erasing
@@ -113,25 +111,6 @@ class ClassificationConfig:
     @property
     def mixup_active(self) -> bool:
         return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "the classification config") -> "ClassificationConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in {source}; the known keys are: {', '.join(sorted(known))}")
-        return cls(**dict(values))
-
-    @classmethod
-    def from_yaml(cls, url: str, section: Optional[str] = None) -> "ClassificationConfig":
-        """Read a YAML file, or one ``section`` of it (e.g. ``finetune`` of ``params.yaml``)."""
-        with fsspec.open(url, "rt") as handle:
-            document = yaml.safe_load(handle) or {}
-        if section is not None:
-            if section not in document:
-                raise KeyError(f"{url} has no {section!r} section (it has: {', '.join(map(str, document))})")
-            document = document[section]
-        return cls.from_dict(document, source=url + (f" [{section}]" if section else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Optional
 
-import fsspec
-import yaml
+from itpn.config import DataclassConfig
 
 TeacherKind = Literal["ema", "clip", "none"]
 AmpDtype = Literal["bf16", "fp16", "fp32"]
@@ -20,7 +19,7 @@ _CHOICES = {
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(DataclassConfig):
     """A pre-training run. Defaults are the paper's recipe (section 5.1) for Fast-iTPN-B with the
     EMA teacher; ``batch_size`` is per process, the global batch is
     ``batch_size * accum_steps * world_size`` and, unless ``lr`` is set, ``lr = blr * global / 256``."""
@@ -93,25 +92,6 @@ class PretrainConfig:
         if self.mfm_loss is not None:
             return self.mfm_loss
         return "smooth_l1" if self.teacher == "clip" else "mse"
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], source: str = "the pretraining config") -> "PretrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in {source}; the known keys are: {', '.join(sorted(known))}")
-        return cls(**dict(values))
-
-    @classmethod
-    def from_yaml(cls, url: str, section: Optional[str] = "pretrain") -> "PretrainConfig":
-        """Read ``section`` of a YAML file (``params.yaml``); ``section=None`` takes the whole file."""
-        with fsspec.open(url, "rt") as handle:
-            document = yaml.safe_load(handle) or {}
-        if section is not None:
-            if section not in document:
-                raise KeyError(f"{url} has no {section!r} section (it has: {', '.join(map(str, document))})")
-            document = document[section]
-        return cls.from_dict(document, source=f"{url}" + (f" [{section}]" if section else ""))
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

@@ -101,7 +101,7 @@ def test_config_names_an_unknown_key_and_reads_a_params_section(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"pretrain": {"model": "fast_itpn_small_patch16_224", "betas": [0.9, 0.98],
                                                    "teacher": "none"}}))
-    config = PretrainConfig.from_yaml(str(params))
+    config = PretrainConfig.from_yaml(str(params), "pretrain")
     assert config.betas == (0.9, 0.98) and config.teacher == "none" and config.mfm_weight == 0.3
     with pytest.raises(ValueError, match="teacher must be one of"):
         PretrainConfig(teacher="dino")
