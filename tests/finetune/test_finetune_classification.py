@@ -10,7 +10,7 @@ from itpn.finetune.classification import build_model
 from itpn.models import CheckpointMismatchError
 from itpn.models.acceleration import VARIANTS
 
-from conftest import TINY, write_export
+from finetune_helpers import TINY, write_export
 
 
 def tiny_config(data_url: str, output_url: str, **overrides) -> ClassificationConfig:

@@ -4,7 +4,7 @@ import yaml
 
 from itpn.finetune.__main__ import main
 
-from conftest import TINY
+from finetune_helpers import TINY
 
 
 def test_cli_fine_tunes_from_a_yaml_section_and_evaluates_variants(imagenet_dir, tmp_path, capsys):

@@ -15,7 +15,7 @@ import pytest
 
 from services.store import open_reader
 
-from conftest import TINY_PARAMS, write_params
+from flow_params import TINY_PARAMS, write_params
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

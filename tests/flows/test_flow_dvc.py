@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_PARAMS, write_params
+from flow_params import TINY_PARAMS, write_params
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -6,7 +6,7 @@ from prefect.testing.utilities import prefect_test_harness
 from flows import pipeline
 from services.store import open_reader
 
-from conftest import write_params
+from flow_params import write_params
 
 
 @pytest.fixture(scope="module", autouse=True)

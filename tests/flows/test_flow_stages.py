@@ -6,7 +6,7 @@ import pytest
 from flows.params import PipelineParams
 from flows.stages import StageResult, run_stage, stage_key
 
-from conftest import write_params
+from flow_params import write_params
 
 
 def test_prepare_data_writes_result_metrics_and_reuses_it(tiny_params):

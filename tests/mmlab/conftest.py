@@ -5,32 +5,16 @@ scripts/install_openmmlab.sh must have run.
 """
 import importlib.util
 import os
-from pathlib import Path
 
 import pytest
-import timm
-import torch
 
 from itpn.data import generate_ade20k, generate_coco, generate_dota
-from itpn.models import save_safetensors
+from mmlab_helpers import write_export
 
 if importlib.util.find_spec("mmdet") is None or importlib.util.find_spec("mmrotate") is None:
     if os.environ.get("CI"):
         raise RuntimeError("the OpenMMLab stack is not installed: CI must run scripts/install_openmmlab.sh first")
     collect_ignore_glob = ["test_*.py"]
-
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs"
-TINY = dict(depths=(1, 1, 2))
-TINY_MODEL = "fast_itpn_tiny_patch16_224"
-
-
-def write_export(path: Path, model_name: str = TINY_MODEL, seed: int = 1, **kwargs) -> str:
-    """A pre-training export as itpn.pretrain writes it: backbone + pyramid safetensors."""
-    torch.manual_seed(seed)
-    encoder = timm.create_model(model_name, pyramid=True, **{**TINY, **kwargs})
-    save_safetensors(encoder.state_dict(), str(path), {"model": model_name, "model_kwargs": "{}"})
-    return str(path)
 
 
 @pytest.fixture(scope="session")

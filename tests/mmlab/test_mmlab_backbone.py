@@ -7,7 +7,7 @@ from itpn.mmlab import ITPNBackbone, layer_decay_groups
 from itpn.models import CheckpointMismatchError
 from itpn.models.acceleration import VARIANTS
 
-from conftest import TINY, TINY_MODEL, write_export
+from mmlab_helpers import TINY, TINY_MODEL, write_export
 
 
 def tiny_backbone(**kwargs) -> ITPNBackbone:

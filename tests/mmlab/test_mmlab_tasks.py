@@ -9,7 +9,7 @@ from itpn.finetune import read_rows
 from itpn.mmlab import load_config, run_detection, run_rotated, run_segmentation
 from itpn.models.acceleration import VARIANTS, set_acceleration
 
-from conftest import CONFIGS
+from mmlab_helpers import CONFIGS
 
 DEMO = {
     "mask_rcnn": CONFIGS / "detection/demo_mask-rcnn_fast-itpn-tiny_generated-coco.py",
