@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import glob
 import os
+from multiprocessing.pool import ThreadPool
+from types import SimpleNamespace
 from typing import Any, Sequence
+from unittest import mock
 
 import numpy as np
 import torch
 from mmengine.logging import MMLogger
 from mmrotate.datasets import DOTADataset
 from mmrotate.evaluation import DOTAMetric, eval_rbbox_map
+from mmrotate.evaluation.functional import mean_ap as mmrotate_mean_ap
 from mmrotate.registry import DATASETS, METRICS
 from mmrotate.structures.bbox import rbox2qbox
 
@@ -78,7 +82,7 @@ class DOTAMergedMetric(DOTAMetric):
 
     ``full_ann_dir``: the unsplit ``labelTxt`` folder of the evaluated split (every image in it
     counts, with or without detections). ``merge_iou_thr``: polygon-NMS threshold of the merge.
-    ``nproc``: worker processes of ``eval_rbbox_map`` (it always spawns at least one).
+    ``nproc``: worker threads of ``eval_rbbox_map``'s TP/FP computation.
     """
 
     def __init__(self, full_ann_dir: str, merge_iou_thr: float = 0.1, nproc: int = 1, **kwargs: Any):
@@ -113,7 +117,15 @@ class DOTAMergedMetric(DOTAMetric):
         if missing:
             raise LayoutError(f"patches of images {missing[:5]} have no labelTxt file in the unsplit annotations",
                               file=self.full_ann_dir, fix="point full_ann_dir at the labelTxt folder that was split")
-        mean_ap, _ = eval_rbbox_map(det_results, annotations, iou_thr=self.iou_thrs[0],
-                                    use_07_metric=self.use_07_metric, box_type="qbox", dataset=list(classes),
-                                    logger=MMLogger.get_current_instance(), nproc=self.nproc)
+        # eval_rbbox_map opens a 'spawn' process pool; worker processes re-import the caller's main
+        # module, which hangs under some hosts (a pytest session that ran other tests first). The
+        # per-image TP/FP work is small, so run it on threads in this process instead.
+        if not hasattr(mmrotate_mean_ap, "get_context"):
+            raise RuntimeError("mmrotate's mean_ap no longer opens its pool through get_context; update "
+                               "itpn/mmlab/dota.py to the installed mmrotate")
+        threads = SimpleNamespace(Pool=ThreadPool)
+        with mock.patch.object(mmrotate_mean_ap, "get_context", lambda method: threads):
+            mean_ap, _ = eval_rbbox_map(det_results, annotations, iou_thr=self.iou_thrs[0],
+                                        use_07_metric=self.use_07_metric, box_type="qbox", dataset=list(classes),
+                                        logger=MMLogger.get_current_instance(), nproc=self.nproc)
         return {"mAP": float(mean_ap)}
