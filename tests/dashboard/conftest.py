@@ -66,3 +66,14 @@ def filled_store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def app_path() -> Path:
     return Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+
+
+@pytest.fixture(autouse=True)
+def restore_main_module():
+    """Streamlit's AppTest leaves the app script as ``__main__``; processes spawned later in the session
+    (DDP, store writers, pool workers) would re-run it on start and die. Put the real one back."""
+    import sys
+
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
