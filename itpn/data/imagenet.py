@@ -347,7 +347,7 @@ def _check_class_names(chk: Checker, classes: list[str], where: str) -> None:
     for wnid in classes:
         if wnid not in known:
             chk.add("UnknownClassError", where, f"class {wnid!r} is not an ImageNet-1K wnid",
-                    "rename the folder to its wnid (nXXXXXXXX) unless this is a custom subset", severity="warning")
+                    "rename the folder to its wnid ('n' and 8 digits) unless this is a custom subset", severity="warning")
 
 
 def _check_standard_counts(chk: Checker, classes: list[str]) -> None:
