@@ -165,6 +165,9 @@ def run_task(
     if backbone.get("type") != "ITPNBackbone":
         raise ValueError(f"model.backbone of this config is {backbone.get('type')!r}; the fine-tunes run on "
                          f"ITPNBackbone")
+    if not train and not cfg.get("load_from"):
+        raise ValueError("evaluation only (train=False) needs the fine-tuned detector / segmenter: pass "
+                         "cfg_options={'load_from': '<work_dir>/iter_N.pth'} (its heads are untrained otherwise)")
     if checkpoint is not None:
         backbone.checkpoint = checkpoint
     if variant is not None:

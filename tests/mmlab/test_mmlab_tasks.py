@@ -34,7 +34,9 @@ def build(config_path, **backbone):
     init_default_scope(cfg.get("default_scope", "mmdet"))
     registry = {"mmdet": "mmdet", "mmseg": "mmseg", "mmrotate": "mmrotate"}[DefaultScope.get_current_instance().scope_name]
     models = __import__(f"{registry}.registry", fromlist=["MODELS"]).MODELS
-    return cfg, models.build(cfg.model)
+    model = models.build(cfg.model)
+    model.init_weights()  # as the runner does: DINO's level embedding is uninitialised memory until then
+    return cfg, model
 
 
 def check_records(work_dir, rows, task, main_metric):
@@ -89,6 +91,11 @@ def test_rotated_detector_trains_on_patches_and_reports_merged_dota_map(dota_dir
 def test_task_and_config_must_match(tmp_path):
     with pytest.raises(ValueError, match="for task 'segmentation', not 'detection'"):
         run_detection(str(DEMO["upernet"]), work_dir=str(tmp_path))
+
+
+def test_evaluation_only_needs_the_fine_tuned_weights(tmp_path):
+    with pytest.raises(ValueError, match="train=False\\) needs the fine-tuned .*load_from"):
+        run_detection(str(DEMO["mask_rcnn"]), work_dir=str(tmp_path), train=False)
 
 
 def test_missing_data_root_is_named(tmp_path):
