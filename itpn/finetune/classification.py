@@ -2,9 +2,10 @@
 
 timm supplies the transform (RandAugment, random erasing), ``Mixup``, the losses, AdamW with
 layer-wise lr decay (our models' ``group_matcher``), the warm-up + cosine schedule, ``ModelEmaV3``
-and ``accuracy``; this module wires them into a loop that resumes exactly (every epoch reseeds
-every random source from ``(seed, epoch, rank)`` and the checkpoint holds all optimisation state),
-runs under ``torchrun`` (DDP) and writes metrics rows and a training curve for the results store.
+and ``accuracy``; this module wires them into a loop that resumes exactly from any update (the data
+order and every random draw are functions of the seed and the position, ``itpn.data.order``, and the
+checkpoint, written every ``checkpoint_every`` updates and at each epoch's end, holds all optimisation
+state), runs under ``torchrun`` (DDP) and writes metrics rows and a training curve for the results store.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import contextlib
 import io
 import json
 import logging
-import random
 import struct
 import time
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from itpn.data import ImageNetFolder, build_classification_transform
+from itpn.data.order import EpochSampler, SeededSamples, seed_all, step_seed, updates_per_epoch
 from itpn.models import load_checkpoint, save_safetensors
 from itpn.models.acceleration import set_acceleration
 from itpn.pretrain.trainer import Runtime, setup_runtime
@@ -55,16 +56,6 @@ class ClassificationResult:
     curve_url: str
     export_url: str  # fine-tuned weights (the EMA weights when model_ema_eval)
     epochs_done: int
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 9_973 + rank * 7) % 2 ** 31
 
 
 # --- building ----------------------------------------------------------------------------------------
@@ -90,15 +81,12 @@ def build_model(config: ClassificationConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def _loader(dataset: Dataset, batch_size: int, runtime: Runtime, *, train: bool, workers: int,
-            seed: int) -> tuple[DataLoader, Optional[DistributedSampler]]:
-    sampler = DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=train, seed=seed,
-                                 drop_last=train) if runtime.distributed else None
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                        num_workers=workers, drop_last=train, generator=generator,
-                        pin_memory=runtime.device.type == "cuda", persistent_workers=False)
-    return loader, sampler
+def _eval_loader(dataset: Dataset, batch_size: int, runtime: Runtime, workers: int) -> DataLoader:
+    """Every image once, in order; split over the ranks under ``torchrun``."""
+    sampler = DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=False) \
+        if runtime.distributed else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=runtime.device.type == "cuda", persistent_workers=False)
 
 
 def _autocast(config: ClassificationConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -180,21 +168,16 @@ class ClassificationTrainer:
                              f"a classifier needs at least 2")
         if self.runtime.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal optimizer states slow CPU training down over time
-        seed_everything(config.seed)
+        seed_all(config.seed)
         self.model = build_model(config, self.num_classes).to(self.runtime.device)
         self.ema = ModelEmaV3(self.model, decay=config.model_ema_decay) if config.model_ema else None
         self.optimizer = create_optimizer_v2(self.model, opt="adamw", lr=config.lr, weight_decay=config.weight_decay,
                                              layer_decay=config.layer_decay)
-        self.train_loader, self.train_sampler = _loader(
-            self.train_set, config.batch_size, self.runtime, train=True, workers=config.num_workers, seed=config.seed)
-        self.val_loader, _ = _loader(self.val_set, config.batch_size, self.runtime, train=False,
-                                     workers=config.num_workers, seed=config.seed)
-        batches = len(self.train_loader)
-        if batches < config.accum_steps:
-            raise ValueError(f"{config.data_url}/{config.train_split}: {len(self.train_set)} images make {batches} "
-                             f"batch(es) of {config.batch_size} per process, fewer than accum_steps="
-                             f"{config.accum_steps}; lower batch_size")
-        self.steps_per_epoch = batches // config.accum_steps
+        self.train_data = SeededSamples(self.train_set)
+        self.val_loader = _eval_loader(self.val_set, config.batch_size, self.runtime, config.num_workers)
+        self.global_batch = config.batch_size * config.accum_steps * self.runtime.world_size
+        self.steps_per_epoch = updates_per_epoch(len(self.train_set), config.batch_size, config.accum_steps,
+                                                 self.runtime.world_size, f"{config.data_url}/{config.train_split}")
         if config.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         self.scheduler, _ = create_scheduler_v2(
@@ -216,6 +199,7 @@ class ClassificationTrainer:
             self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
         self.epoch = 0
         self.updates = 0
+        self.epoch_losses: list[float] = []  # the training losses of the current epoch so far
         self.checkpoint_url = join_url(config.output_url, CHECKPOINT_NAME)
 
     @property
@@ -230,46 +214,65 @@ class ClassificationTrainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "updates": self.updates,
+            "epoch_losses": list(self.epoch_losses),
+            "global_batch": self.global_batch,
             "config": json.dumps(self.config.to_dict()),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         saved = json.loads(state["config"])
         current = json.loads(json.dumps(self.config.to_dict()))  # tuples become lists, as in the saved copy
-        for key in ("model", "model_kwargs", "variant", "img_size", "epochs", "lr", "batch_size", "accum_steps"):
+        for key in ("model", "model_kwargs", "variant", "img_size", "epochs", "lr", "batch_size", "accum_steps",
+                    "max_steps_per_epoch", "seed"):
             if saved.get(key) != current[key]:
                 raise ValueError(f"{self.checkpoint_url} was written by a run with {key}={saved.get(key)!r}, this "
                                  f"run has {key}={current[key]!r}: use another output_url or resume=False to "
                                  f"start over")
+        if state["global_batch"] != self.global_batch:
+            raise ValueError(f"{self.checkpoint_url} was written with a global batch of {state['global_batch']}, "
+                             f"this run has {self.global_batch}: the data order would not continue; keep batch_size "
+                             f"x accum_steps x processes the same to resume")
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.module.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.updates = state["epoch"], state["updates"]
+        self.epoch_losses = list(state["epoch_losses"])
 
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.train_sampler is not None:
-            self.train_sampler.set_epoch(self.epoch)
-        self.train_loader.generator.manual_seed(epoch_seed(self.config.seed, self.epoch, 0))
-        for index, batch in enumerate(self.train_loader):
-            if index >= self.steps_per_epoch * self.config.accum_steps:
+    def save(self) -> None:
+        if self.runtime.is_main:
+            _save(self.checkpoint_url, self.state())
+
+    def batches(self, start_update: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's micro-batches of the current epoch from update ``start_update`` on."""
+        config = self.config
+        sampler = EpochSampler(len(self.train_data), config.batch_size, config.accum_steps, self.runtime.rank,
+                               self.runtime.world_size, config.seed, self.epoch, start_update)
+        loader = DataLoader(self.train_data, batch_size=config.batch_size, sampler=sampler,
+                            num_workers=config.num_workers, drop_last=True,
+                            pin_memory=self.runtime.device.type == "cuda", persistent_workers=False)
+        for index, batch in enumerate(loader):
+            if index >= (self.steps_per_epoch - start_update) * config.accum_steps:
                 break
             yield batch
 
     def train_epoch(self, curve: CurveWriter) -> float:
+        """The rest of the current epoch (all of it unless resumed in its middle)."""
         config, device = self.config, self.runtime.device
-        seed_everything(epoch_seed(config.seed, self.epoch, self.runtime.rank))
         self.wrapped.train()
         autocast = _autocast(config, device)
-        losses: list[float] = []
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{config.epochs}",
+        losses = self.epoch_losses
+        start_update = self.updates - self.epoch * self.steps_per_epoch
+        bar = tqdm(total=self.steps_per_epoch, initial=start_update, desc=f"epoch {self.epoch + 1}/{config.epochs}",
                    disable=not (config.progress and self.runtime.is_main))
-        for index, (images, targets) in enumerate(self.batches()):
+        for index, (images, targets) in enumerate(self.batches(start_update)):
+            micro = index % config.accum_steps
+            seed_all(step_seed(config.seed, self.updates, micro, self.runtime.rank))  # mixup, drop path
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             if self.mixup is not None:
                 images, targets = self.mixup(images, targets)
-            last_micro = (index + 1) % config.accum_steps == 0
+            last_micro = micro == config.accum_steps - 1
             sync = last_micro or not self.runtime.distributed
             with autocast, (contextlib.nullcontext() if sync else self.wrapped.no_sync()):
                 loss = self.criterion(self.wrapped(images), targets)
@@ -294,8 +297,12 @@ class ClassificationTrainer:
                 lr = max(group["lr"] for group in self.optimizer.param_groups)
                 curve.write([self.record("train", "loss", float(np.mean(losses[-config.log_every:])), self.updates),
                              self.record("train", "lr", lr, self.updates)])
+            if config.checkpoint_every and self.updates % config.checkpoint_every == 0 \
+                    and self.updates % self.steps_per_epoch:  # the epoch's end saves after evaluation
+                self.save()
         bar.close()
         self.epoch += 1
+        self.epoch_losses = []
         return float(np.mean(losses)) if losses else float("nan")
 
     def record(self, split: str, name: str, value: float, step: int = 0, variant: Optional[str] = None) -> MetricRecord:
@@ -322,9 +329,9 @@ class ClassificationTrainer:
                 curve.write([self.record("train", "epoch_loss", train_loss, self.updates)]
                             + [self.record(config.val_split, name, scores[name], self.updates)
                                for name in ("top1", "top5", "loss")])
-                _save(self.checkpoint_url, self.state())
                 log.info("epoch %d: train loss %.4f, val top-1 %.2f top-5 %.2f", self.epoch, train_loss,
                          scores["top1"], scores["top5"])
+            self.save()
         if not scores:  # nothing left to train: evaluate what the checkpoint holds
             scores = evaluate(self.eval_model, self.val_loader, self.runtime.device, autocast)
         export_url = join_url(config.output_url, EXPORT_NAME)
@@ -398,7 +405,7 @@ def evaluate_variants(
     runtime = Runtime(0, 1, torch.device(device))
     transform = build_classification_transform(False, img_size, crop_pct=crop_pct)
     val = ImageNetFolder(data_url, split, transform, classes=json.loads(metadata["classes"]))
-    loader, _ = _loader(val, batch_size, runtime, train=False, workers=num_workers, seed=0)
+    loader = _eval_loader(val, batch_size, runtime, num_workers)
     results: dict[str, dict[str, float]] = {}
     for variant in tqdm(variants, desc="variants", disable=not progress):
         model = timm.create_model(name, num_classes=int(metadata["num_classes"]), img_size=img_size, **model_kwargs)

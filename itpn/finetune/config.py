@@ -81,6 +81,7 @@ class ClassificationConfig(DataclassConfig):
     device: str = "auto"
     output_url: str = "runs/classification"
     resume: bool = True  # continue from <output_url>/checkpoint.pt when it exists
+    checkpoint_every: int = 500  # updates between checkpoints inside an epoch (0: at epoch ends only)
     stop_after_epochs: Optional[int] = None  # end this job after that many epochs (schedule unchanged)
     max_steps_per_epoch: Optional[int] = None  # cap the updates per epoch (smoke runs and demos)
     log_every: int = 10
@@ -97,6 +98,9 @@ class ClassificationConfig(DataclassConfig):
         for name in ("batch_size", "accum_steps", "epochs", "img_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be 0 (epoch ends only) or a number of updates, got "
+                             f"{self.checkpoint_every}")
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.warmup_epochs >= self.epochs and self.epochs > 1:

@@ -34,11 +34,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from itpn.data.order import EpochSampler, sample_seed, step_seed, updates_per_epoch
 from itpn.models import HiViT, save_safetensors
 from itpn.models.hivit import PATCH_SIZE
 
 from .config import PretrainConfig
-from .data import EpochSampler, SkipUnreadable, collate_images, pretrain_transform, sample_seed
+from .data import SkipUnreadable, collate_images, pretrain_transform
 from .masking import Mask, MaskGenerator
 from .objective import IntegralPretrainModel
 from .teachers import ClipTeacher, EMATeacher, check_clip_checkpoint
@@ -99,10 +100,6 @@ def setup_runtime(device: str = "auto") -> Runtime:
     rank = dist.get_rank() if dist.is_initialized() else 0
     world_size = dist.get_world_size() if dist.is_initialized() else 1
     return Runtime(rank, world_size, target)
-
-
-def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
-    return (seed * 1_000_003 + step * 9_973 + micro * 101 + rank * 7) % (2 ** 31)
 
 
 # --- building -------------------------------------------------------------------------------
@@ -191,11 +188,8 @@ class Trainer:
         device = self.runtime.device
         self.data = build_dataset(config, dataset)
         self.global_batch = config.batch_size * config.accum_steps * self.runtime.world_size
-        self.updates_per_epoch = len(self.data) // self.global_batch
-        if self.updates_per_epoch < 1:
-            raise ValueError(f"the data set has {len(self.data)} images, fewer than one global batch of "
-                             f"{self.global_batch} (batch_size {config.batch_size} x accum_steps {config.accum_steps} "
-                             f"x {self.runtime.world_size} processes)")
+        self.updates_per_epoch = updates_per_epoch(len(self.data), config.batch_size, config.accum_steps,
+                                                   self.runtime.world_size, config.data_url or "the data set")
         self.total_steps = config.total_steps or config.epochs * self.updates_per_epoch
         warmup = config.warmup_steps if config.warmup_steps is not None else round(
             config.warmup_epochs * self.updates_per_epoch)

@@ -73,6 +73,31 @@ def test_resume_continues_exactly(imagenet_dir, tmp_path):
     assert [r["value"] for r in read_rows(whole.curve_url)] == [r["value"] for r in read_rows(resumed.curve_url)]
 
 
+def test_a_run_killed_mid_epoch_resumes_exactly_from_its_last_update(imagenet_dir, tmp_path):
+    """Killed during update 6 (epoch 2 of 2, 4 updates each) with a checkpoint every update, then resumed
+    with two loader workers: the same weights and curve as an uninterrupted run (mixup, RandAugment, EMA)."""
+    whole = run_classification(tiny_config(imagenet_dir, str(tmp_path / "whole")))
+    killed = ClassificationTrainer(tiny_config(imagenet_dir, str(tmp_path / "killed"), checkpoint_every=1))
+    step = killed.optimizer.step
+
+    def step_then_die(*args, **kwargs):
+        if killed.updates == 5:
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    killed.optimizer.step = step_then_die
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert (saved["epoch"], saved["updates"]) == (1, 5)
+
+    resumed = run_classification(tiny_config(imagenet_dir, str(tmp_path / "killed"), num_workers=2))
+    assert resumed.epochs_done == 2
+    expected, got = load_file(whole.export_url), load_file(resumed.export_url)
+    assert all(torch.equal(expected[key], got[key]) for key in expected)
+    assert read_rows(whole.curve_url) == read_rows(resumed.curve_url)
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(imagenet_dir, tmp_path):
     run_classification(tiny_config(imagenet_dir, str(tmp_path), epochs=1, warmup_epochs=0))
     with pytest.raises(ValueError, match="lr=0.002.*resume=False"):
