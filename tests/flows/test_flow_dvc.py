@@ -1,7 +1,8 @@
 """``dvc.yaml`` as a user runs it, in a throwaway git repository holding the pipeline files: ``dvc repro``
-writes metrics and plots DVC can read, a changed parameter reruns only the stages that read it, an
-unchanged pipeline is a no-op, and ``dvc exp run --temp`` runs an experiment without touching the
-workspace."""
+writes metrics and plots DVC can read, a changed parameter reruns only the stages that depend on it (a
+fine-tuning parameter the fine-tune alone, a pre-training parameter the pre-training and the fine-tune
+built on it, never the benchmark), an unchanged pipeline is a no-op, and ``dvc exp run --temp`` runs an
+experiment without touching the workspace."""
 import csv
 import json
 import math
@@ -21,8 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # The stages run here (DVC runs prepare_data first, as pretrain needs it); the benchmark is independent
 # of pre-training, so a pre-training parameter must not rerun it.
-TARGETS = ("pretrain", "benchmark_acceleration")
-STAGES = {"prepare_data", "pretrain", "benchmark_acceleration"}
+TARGETS = ("finetune_classification", "benchmark_acceleration")
+STAGES = {"prepare_data", "pretrain", "finetune_classification", "benchmark_acceleration"}
+CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 1, "warmup_epochs": 0, "lr": 1.0e-3, "num_workers": 0,
+                  "model_ema": False, "mixup": 0.0, "cutmix": 0.0, "progress": False,
+                  "eval_variants": ["migration_30"]}
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "itpn test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
                 "GIT_COMMITTER_NAME": "itpn test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
 
@@ -40,7 +44,7 @@ def dvc_repo(tmp_path) -> Path:
     shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
     for folder in ("itpn", "flows"):
         shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    write_params(repo, pretrain={"lr": 1.0e-3})
+    write_params(repo, pretrain={"lr": 1.0e-3}, finetune={"classification": CLASSIFICATION})
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "pipeline")
@@ -86,16 +90,22 @@ def result_times(repo: Path) -> dict[str, int]:
     return {stage: (repo / "outputs" / stage / "result.json").stat().st_mtime_ns for stage in STAGES}
 
 
-def set_param(repo: Path, section: str, key: str, value) -> None:
+def set_param(repo: Path, dotted: str, value) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
-    params[section][key] = value
+    *sections, key = dotted.split(".")
+    node = params
+    for section in sections:
+        node = node[section]
+    node[key] = value
     path.write_text(yaml.safe_dump(params))
 
 
 def test_dvc_repro_reruns_only_changed_stages_and_exp_run_leaves_workspace(dvc_repo, dvc_env):
     first = dvc(dvc_repo, dvc_env, "repro", *TARGETS)
-    assert set(ran(first)) == STAGES and ran(first).index("prepare_data") < ran(first).index("pretrain")
+    order = ran(first)
+    assert set(order) == STAGES
+    assert order.index("prepare_data") < order.index("pretrain") < order.index("finetune_classification")
 
     metrics = json.loads((dvc_repo / "outputs" / "pretrain" / "metrics.json").read_text())
     assert math.isfinite(metrics["pretrain/imagenet/train/loss"])
@@ -112,18 +122,26 @@ def test_dvc_repro_reruns_only_changed_stages_and_exp_run_leaves_workspace(dvc_r
     benchmark = json.loads((dvc_repo / "outputs" / "benchmark_acceleration" / "result.json").read_text())
     assert {row["variant"] for row in benchmark["benchmarks"]} == {"baseline", *TINY_PARAMS["benchmark"]["variants"]}
     assert all(row["images_per_s"] > 0 for row in benchmark["benchmarks"])
+    accuracy = json.loads((dvc_repo / "outputs" / "finetune_classification" / "metrics.json").read_text())
+    assert {"classification/imagenet/val/top1/baseline", "classification/imagenet/val/top1/migration_30"} <= set(accuracy)
 
     before = result_times(dvc_repo)
     again = dvc(dvc_repo, dvc_env, "repro", *TARGETS)
     assert ran(again) == [] and result_times(dvc_repo) == before  # unchanged parameters: a no-op
 
-    set_param(dvc_repo, "pretrain", "lr", 2.0e-3)
-    assert set(json.loads(dvc(dvc_repo, dvc_env, "status", "--json", *TARGETS))) == {"pretrain"}
-    changed = dvc(dvc_repo, dvc_env, "repro", *TARGETS)
-    assert ran(changed) == ["pretrain"]
+    set_param(dvc_repo, "finetune.classification.lr", 2.0e-3)
+    assert set(json.loads(dvc(dvc_repo, dvc_env, "status", "--json", "--with-deps", *TARGETS))) == {"finetune_classification"}
+    assert ran(dvc(dvc_repo, dvc_env, "repro", *TARGETS)) == ["finetune_classification"]
     after = result_times(dvc_repo)
-    assert {stage for stage in STAGES if after[stage] != before[stage]} == {"pretrain"}
-    assert json.loads(dvc(dvc_repo, dvc_env, "status", "--json", *TARGETS)) == {}
+    assert {stage for stage in STAGES if after[stage] != before[stage]} == {"finetune_classification"}
+
+    before = after
+    set_param(dvc_repo, "pretrain.lr", 2.0e-3)
+    assert set(json.loads(dvc(dvc_repo, dvc_env, "status", "--json", "--with-deps", *TARGETS))) == {"pretrain"}
+    assert ran(dvc(dvc_repo, dvc_env, "repro", *TARGETS)) == ["pretrain", "finetune_classification"]
+    after = result_times(dvc_repo)
+    assert {stage for stage in STAGES if after[stage] != before[stage]} == {"pretrain", "finetune_classification"}
+    assert json.loads(dvc(dvc_repo, dvc_env, "status", "--json", "--with-deps", *TARGETS)) == {}
 
     # an experiment in a temporary workspace, from the committed results
     git(dvc_repo, "add", "-A")
@@ -132,7 +150,7 @@ def test_dvc_repro_reruns_only_changed_stages_and_exp_run_leaves_workspace(dvc_r
 
     output = dvc(dvc_repo, dvc_env, "exp", "run", "--temp", "-S", "pretrain.lr=3.0e-3", *TARGETS)
 
-    assert ran(output) == ["pretrain"]
+    assert ran(output) == ["pretrain", "finetune_classification"]
     assert (dvc_repo / "params.yaml").read_text() == workspace_params
     experiments = json.loads(dvc(dvc_repo, dvc_env, "exp", "show", "--json"))
     lrs = [run["data"]["params"]["params.yaml"]["data"]["pretrain"]["lr"]

@@ -1,0 +1,57 @@
+"""``dvc.yaml`` declares as dependencies all the library code each stage runs, so that a code change reruns
+the stages it can change (and ``dvc repro`` agrees with the flows' cache key, which hashes that code)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+# The library module each stage of flows/stages.py calls into.
+ENTRY_MODULES = {
+    "prepare_data": "itpn.data",
+    "pretrain": "itpn.pretrain",
+    "finetune_classification": "itpn.finetune",
+    "finetune_detection": "itpn.mmlab",
+    "finetune_segmentation": "itpn.mmlab",
+    "finetune_rotated": "itpn.mmlab",
+    "benchmark_acceleration": "itpn.bench.acceleration",
+}
+# Imported without being run: ``import itpn`` registers the models with timm, data preparation uses none.
+NOT_RUN = {"prepare_data": {"itpn/models"}}
+LIST_LIBRARY_CODE = """
+import json, sys
+import {module}
+names = {{name for name in sys.modules if name.startswith(("itpn.", "flows."))}}
+paths = {{sys.modules[name].__file__ for name in names if getattr(sys.modules[name], "__file__", None)}}
+print(json.dumps(sorted(paths)))
+"""
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def test_every_stage_of_the_flows_is_a_dvc_stage():
+    assert set(ENTRY_MODULES) | {"record"} == set(stages())
+
+
+@pytest.mark.parametrize("stage", list(ENTRY_MODULES))
+def test_each_stage_depends_on_the_code_it_runs(stage):
+    process = subprocess.run([sys.executable, "-c", LIST_LIBRARY_CODE.format(module=ENTRY_MODULES[stage]),
+                              ], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr
+    files = [str(Path(path).resolve().relative_to(REPO)) for path in json.loads(process.stdout.splitlines()[-1])]
+    imported = {path.rsplit("/", 1)[0] if path.count("/") > 1 else path for path in files}
+    imported -= {"itpn/__init__.py"} | NOT_RUN.get(stage, set())
+    deps = stages()[stage]["deps"]
+    missing = sorted(path for path in imported if not covered(path, deps))
+    assert not missing, f"dvc.yaml stage {stage!r} runs code it does not list in deps: {missing}"
+    for code in ("flows/stages.py", "flows/params.py"):
+        assert code in deps
