@@ -8,7 +8,6 @@ the store derives the speed-up from the baseline row.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 

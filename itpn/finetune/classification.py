@@ -35,12 +35,13 @@ from tqdm import tqdm
 
 from itpn.data import ImageNetFolder, build_classification_transform
 from itpn.data.order import EpochSampler, SeededSamples, seed_all, step_seed, updates_per_epoch
+from itpn.files import join_url, write_atomically
 from itpn.models import load_checkpoint, save_safetensors
 from itpn.models.acceleration import set_acceleration
 from itpn.pretrain.trainer import Runtime, setup_runtime
 
 from .config import ClassificationConfig
-from .records import CurveWriter, MetricRecord, join_url, write_metrics
+from .records import CurveWriter, MetricRecord, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
 def _save(url: str, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    filesystem, path = fsspec.core.url_to_fs(url)
-    filesystem.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with filesystem.open(f"{path}.tmp", "wb") as handle:
-        handle.write(buffer.getvalue())
-    filesystem.mv(f"{path}.tmp", path)
+    write_atomically(url, buffer.getvalue())
 
 
 def _load(url: str) -> Optional[dict[str, Any]]:

@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 import fsspec
 
+from itpn.files import join_url, write_atomically
+
 TASKS = ("classification", "detection", "segmentation", "rotated_detection")
 
 
@@ -40,18 +42,9 @@ class MetricRecord:
         return row
 
 
-def join_url(base: str, name: str) -> str:
-    return base.rstrip("/") + "/" + name
-
-
 def write_json(url: str, payload: Any) -> str:
     """Write ``payload`` as JSON to an fsspec URL (atomically on local disks); returns the URL."""
-    filesystem, path = fsspec.core.url_to_fs(url)
-    filesystem.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temporary = f"{path}.tmp"
-    with filesystem.open(temporary, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    filesystem.mv(temporary, path)
+    write_atomically(url, json.dumps(payload, indent=2).encode())
     return url
 
 

@@ -3,7 +3,7 @@ read in the resumable order of ``itpn.data.order``."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from PIL import Image

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from itpn.data.order import EpochSampler, sample_seed, step_seed, updates_per_epoch
+from itpn.files import join_url, write_atomically
 from itpn.models import HiViT, save_safetensors
 from itpn.models.hivit import PATCH_SIZE
 
@@ -136,19 +137,6 @@ def _shard(module: nn.Module, blocks: nn.ModuleList) -> None:
     fully_shard(module)
 
 
-def _join(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{name}"
-
-
-def _write_atomically(url: str, payload: bytes) -> None:
-    filesystem, path = fsspec.core.url_to_fs(url)
-    filesystem.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temporary = f"{path}.tmp"
-    with filesystem.open(temporary, "wb") as handle:
-        handle.write(payload)
-    filesystem.mv(temporary, path)
-
-
 class MetricsLog:
     """Per-update metrics as JSON lines. Written in place for local output; for object storage a
     local copy is appended to and uploaded at every checkpoint and at the end."""
@@ -173,7 +161,7 @@ class MetricsLog:
     def publish(self) -> None:
         if not self.local:
             with open(self.path, "rb") as handle:
-                _write_atomically(self.url, handle.read())
+                write_atomically(self.url, handle.read())
 
 
 # --- the trainer ----------------------------------------------------------------------------
@@ -217,7 +205,7 @@ class Trainer:
         self.step = 0
         self.skipped_images = 0
         self.last_checkpoint: Optional[str] = None
-        self.checkpoint_url = _join(config.output_url, CHECKPOINT_NAME)
+        self.checkpoint_url = join_url(config.output_url, CHECKPOINT_NAME)
 
     def _wrap(self, objective: IntegralPretrainModel) -> nn.Module:
         model: nn.Module = objective
@@ -313,7 +301,7 @@ class Trainer:
         if self.runtime.is_main:
             buffer = io.BytesIO()
             torch.save(state, buffer)
-            _write_atomically(self.checkpoint_url, buffer.getvalue())
+            write_atomically(self.checkpoint_url, buffer.getvalue())
         self.last_checkpoint = self.checkpoint_url
 
     def load_checkpoint(self, url: str) -> None:
@@ -348,7 +336,7 @@ class Trainer:
 
     def export(self) -> str:
         """Backbone + pyramid weights, keys exactly as ``timm.create_model(model, pyramid=True)``."""
-        url = _join(self.config.output_url, EXPORT_NAME)
+        url = join_url(self.config.output_url, EXPORT_NAME)
         if self.config.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -387,7 +375,7 @@ class Trainer:
         if config.resume and fs.exists(self.checkpoint_url):
             self.load_checkpoint(self.checkpoint_url)
             log.info("resumed from %s at step %d", self.checkpoint_url, self.step)
-        metrics = MetricsLog(_join(config.output_url, METRICS_NAME), self.step) if runtime.is_main else None
+        metrics = MetricsLog(join_url(config.output_url, METRICS_NAME), self.step) if runtime.is_main else None
         end = self.total_steps if config.stop_after_steps is None else min(self.total_steps, config.stop_after_steps)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="pre-training", unit="step",
                    disable=not (runtime.is_main and config.progress), dynamic_ncols=True)
@@ -442,7 +430,7 @@ class Trainer:
         if runtime.distributed:
             dist.barrier()
         return PretrainResult(checkpoint_url=self.last_checkpoint, export_url=export_url,
-                              metrics_url=_join(config.output_url, METRICS_NAME), steps_done=self.step,
+                              metrics_url=join_url(config.output_url, METRICS_NAME), steps_done=self.step,
                               total_steps=self.total_steps, final_loss=last_loss, skipped_images=self.skipped_images)
 
 

@@ -1,7 +1,4 @@
-import json
-
 import pytest
-import timm
 import torch
 from safetensors.torch import load_file
 
