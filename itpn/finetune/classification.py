@@ -30,7 +30,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, accuracy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from itpn.data import ImageNetFolder, build_classification_transform
@@ -83,10 +83,10 @@ def build_model(config: ClassificationConfig, num_classes: int) -> nn.Module:
 
 
 def _eval_loader(dataset: Dataset, batch_size: int, runtime: Runtime, workers: int) -> DataLoader:
-    """Every image once, in order; split over the ranks under ``torchrun``."""
-    sampler = DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=False) \
-        if runtime.distributed else None
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+    """Every image exactly once, split over the ranks under ``torchrun`` (unevenly where the count does not
+    divide: ``DistributedSampler`` would repeat images to even the shares, and count them twice)."""
+    share = range(runtime.rank, len(dataset), runtime.world_size)
+    return DataLoader(dataset, batch_size=batch_size, sampler=share, num_workers=workers,
                       pin_memory=runtime.device.type == "cuda", persistent_workers=False)
 
 
@@ -99,9 +99,11 @@ def _autocast(config: ClassificationConfig, device: torch.device) -> contextlib.
 # --- evaluation --------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
-             autocast: contextlib.AbstractContextManager | None = None, progress: bool = False) -> dict[str, float]:
-    """Top-1 / top-5 (%) and the mean cross-entropy over ``loader``, summed over all ranks; also the
-    seconds spent in the model's forward alone (for throughput)."""
+             autocast: contextlib.AbstractContextManager | None = None, progress: bool = False,
+             distributed: bool = False) -> dict[str, float]:
+    """Top-1 / top-5 (%) and the mean cross-entropy over ``loader`` (summed over all ranks when
+    ``distributed``: every rank must then call this with its share); also the seconds spent in the
+    model's forward alone (for throughput)."""
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # correct@1, correct@5, loss sum, images
     forward_seconds = 0.0
@@ -121,7 +123,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
         totals += torch.tensor([top1.item() * count / 100, top5.item() * count / 100,
                                 nn.functional.cross_entropy(logits, targets, reduction="sum").item(), count],
                                dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
+    if distributed:
         totals = totals.to(device)
         dist.all_reduce(totals)
         totals = totals.cpu()
@@ -321,7 +323,8 @@ class ClassificationTrainer:
         scores: dict[str, float] = {}
         while self.epoch < last_epoch:
             train_loss = self.train_epoch(curve)
-            scores = evaluate(self.eval_model, self.val_loader, self.runtime.device, autocast)
+            scores = evaluate(self.eval_model, self.val_loader, self.runtime.device, autocast,
+                              distributed=self.runtime.distributed)
             if self.runtime.is_main:
                 curve.write([self.record("train", "epoch_loss", train_loss, self.updates)]
                             + [self.record(config.val_split, name, scores[name], self.updates)
@@ -330,11 +333,13 @@ class ClassificationTrainer:
                          scores["top1"], scores["top5"])
             self.save()
         if not scores:  # nothing left to train: evaluate what the checkpoint holds
-            scores = evaluate(self.eval_model, self.val_loader, self.runtime.device, autocast)
+            scores = evaluate(self.eval_model, self.val_loader, self.runtime.device, autocast,
+                              distributed=self.runtime.distributed)
         export_url = join_url(config.output_url, EXPORT_NAME)
         rows = [self.record(config.val_split, name, scores[name]) for name in ("top1", "top5")]
         if self.ema is not None and config.model_ema_eval:
-            raw = evaluate(self.model, self.val_loader, self.runtime.device, autocast)
+            raw = evaluate(self.model, self.val_loader, self.runtime.device, autocast,
+                           distributed=self.runtime.distributed)
             rows.append(self.record(config.val_split, "top1_no_ema", raw["top1"]))
         if self.runtime.is_main:
             metadata = {"model": config.model, "model_kwargs": json.dumps(config.model_kwargs),
