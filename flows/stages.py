@@ -1,7 +1,7 @@
 """The pipeline's stages, one command each, shared by the Prefect flows and ``dvc.yaml``:
 
     python -m flows.stages prepare_data --params params.yaml
-    torchrun --nproc_per_node 8 -m flows.stages pretrain --params params.yaml
+    torchrun --standalone --nproc_per_node 8 -m flows.stages pretrain --params params.yaml
 
 A stage reads its section of the parameters, calls the library, and writes
 ``<output_dir>/<stage>/result.json``: what it produced (URLs; the library's own files live in
@@ -265,16 +265,30 @@ def stage_inputs(stage: str, params: PipelineParams) -> dict[str, Any]:
     return inputs
 
 
-def claim_run_directory(run_dir: Path, key: str, fresh: bool = False) -> None:
+def claim_run_directory(run_dir: Path, key: str, fresh: bool = False, *, rank: int | None = None,
+                        launch: str | None = None, wait_s: float = 600.0) -> None:
     """Keep ``run_dir`` for a run with the same key (a killed run resumes from its checkpoint);
-    clear it when the inputs or code changed (or ``fresh``), so no run resumes a stale one."""
-    marker = run_dir / ".stage_key"
-    if int(os.environ.get("RANK", "0")) != 0:
+    clear it when the inputs or code changed (or ``fresh``), so no run resumes a stale one.
+
+    Under ``torchrun`` rank 0 decides and marks the directory with the launch's id
+    (``TORCHELASTIC_RUN_ID``); the other ranks wait for that mark, so none of them reads a
+    checkpoint rank 0 is about to clear."""
+    rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+    launch = os.environ.get("TORCHELASTIC_RUN_ID", "") if launch is None else launch
+    marker, claimed = run_dir / ".stage_key", run_dir / ".launch"
+    if rank != 0:
+        deadline = time.monotonic() + wait_s
+        while launch and not (claimed.exists() and claimed.read_text() == launch):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank {rank} waited {wait_s:.0f} s for rank 0 to claim {run_dir} (launch "
+                                   f"{launch}); is rank 0 running, and is {run_dir} on a file system all ranks see?")
+            time.sleep(0.2)
         return
     if run_dir.exists() and (fresh or not marker.exists() or marker.read_text() != key):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(key)
+    claimed.write_text(launch)
 
 
 def run_stage(stage: str, params: PipelineParams, force: bool = False) -> StageResult:

@@ -21,8 +21,8 @@ DISTRIBUTED_STAGES = {"pretrain", "finetune_classification"}
 
 def stage_command(stage: str, params_file: str, gpus: int) -> list[str]:
     if gpus > 1 and stage in DISTRIBUTED_STAGES:
-        return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}", "-m", "flows.stages",
-                stage, "--params", params_file]
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m",
+                "flows.stages", stage, "--params", params_file]
     return [sys.executable, "-m", "flows.stages", stage, "--params", params_file]
 
 

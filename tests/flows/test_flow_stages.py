@@ -1,10 +1,12 @@
 """The stages shared by Prefect and DVC: results, cache keys, parameter errors."""
 import json
+import threading
+import time
 
 import pytest
 
 from flows.params import PipelineParams
-from flows.stages import StageResult, run_stage, stage_key
+from flows.stages import StageResult, claim_run_directory, run_stage, stage_key
 
 from flow_params import write_params
 
@@ -66,3 +68,28 @@ def test_changed_parameters_start_a_fresh_run_directory(tmp_path):
     assert second.key != first.key
     assert second.metrics[0]["step"] == 3  # trained again, did not resume the finished run
     assert second.metrics[0]["value"] == second.metrics[0]["value"]  # finite, not NaN
+
+
+def test_under_torchrun_the_other_ranks_wait_until_rank_0_has_cleared_a_stale_run(tmp_path):
+    run_dir = tmp_path / "run"
+    claim_run_directory(run_dir, "old-key", launch="launch-1")
+    (run_dir / "checkpoint.pt").write_bytes(b"stale")
+    seen = []
+
+    def rank_1():
+        claim_run_directory(run_dir, "new-key", rank=1, launch="launch-2", wait_s=30)
+        seen.append((run_dir / "checkpoint.pt").exists())
+
+    waiting = threading.Thread(target=rank_1)
+    waiting.start()
+    time.sleep(0.5)
+    assert waiting.is_alive() and not seen  # rank 1 has not gone on to read the stale checkpoint
+    claim_run_directory(run_dir, "new-key", rank=0, launch="launch-2")
+    waiting.join(timeout=10)
+    assert seen == [False]
+    assert (run_dir / ".stage_key").read_text() == "new-key"
+
+
+def test_a_rank_waiting_for_a_missing_rank_0_says_so(tmp_path):
+    with pytest.raises(TimeoutError, match="rank 1 waited 0 s for rank 0 to claim .*run"):
+        claim_run_directory(tmp_path / "run", "key", rank=1, launch="launch-1", wait_s=0.3)
