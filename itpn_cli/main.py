@@ -9,12 +9,13 @@ import os
 import subprocess
 import threading
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 store_app = typer.Typer(no_args_is_help=True, help="The results store.")
@@ -46,11 +47,7 @@ def _stage_table(stages: list[str], params_file: str, started: float) -> Table:
         path = params.stage_dir(stage) / "result.json"
         if path.exists() and path.stat().st_mtime >= started - 1:
             result = StageResult.read(path)
-            summary = ", ".join(f"{m['name']}={m['value']:.3g}" + (f" [{m['variant']}]" if m.get("variant") else "")
-                                for m in result.metrics[:4])
-            if result.benchmarks:
-                summary = f"{len(result.benchmarks)} benchmark rows"
-            table.add_row(stage, "[green]done", f"{result.seconds:.0f}", summary or "; ".join(result.notes[:2]))
+            table.add_row(stage, "[green]done", f"{result.seconds:.0f}", Text(_result_summary(result)))
         elif path.exists():
             table.add_row(stage, "[cyan]cached", "", "unchanged inputs and code")
         elif not running_shown:
@@ -59,6 +56,23 @@ def _stage_table(stages: list[str], params_file: str, started: float) -> Table:
         else:
             table.add_row(stage, "[dim]waiting", "", "")
     return table
+
+
+def _result_summary(result: Any) -> str:
+    """A stage's headline: the first evaluation metrics of the variant it trained, and how many other
+    acceleration variants it evaluated (plain text: variant names are not rich markup)."""
+    if result.benchmarks:
+        return f"{len(result.benchmarks)} benchmark rows"
+    variants = list(dict.fromkeys(row.get("variant") or "" for row in result.metrics))
+    if not variants:
+        return "; ".join(result.notes[:2])
+    trained = [row for row in result.metrics if (row.get("variant") or "") == variants[0]]
+    shown = [row for row in trained if row.get("split") != "train"] or trained
+    summary = ", ".join(f"{row['name']} {row['value']:.3g}" for row in shown[:3])
+    if len(variants) > 1:
+        others = len(variants) - 1
+        summary += f" ({variants[0]}; {others} more variant{'s' if others > 1 else ''} evaluated)"
+    return summary
 
 
 def _run_flow_live(flow_name: str, stages: list[str], params_file: str) -> None:
@@ -104,13 +118,22 @@ def _summary(params_file: str) -> None:
     missing = [t for t in FINETUNE_TASKS if t not in params.finetune]
     with open_reader() as reader:
         points = reader.accuracy_vs_speedup(experiment=params.experiment.name)
-    table = Table(title="accuracy against speed-up (from the results store)")
-    for column in ("task", "model", "variant", "metric", "value", "speed-up"):
-        table.add_column(column)
+    models = sorted(points["model"].unique()) if len(points) else []
+    one_model = len(models) == 1
+    title = "accuracy against speed-up (from the results store)" + (f": {models[0]}" if one_model else "")
+    table = Table(title=title)
+    columns = ("task", "variant", "metric", "value", "speed-up") if one_model else (
+        "task", "model", "variant", "metric", "value", "speed-up")
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("task", "variant"),
+                         justify="right" if column in ("value", "speed-up") else "left")
     for row in points.itertuples():
         speedup = getattr(row, "speedup", None)
-        table.add_row(str(row.task), str(row.model), str(row.variant), str(getattr(row, "metric", "")),
-                      f"{row.accuracy:.4g}", f"{speedup:.2f}×" if speedup == speedup and speedup else "-")
+        cells = [str(row.task), str(row.variant), str(getattr(row, "metric", "")), f"{row.accuracy:.4g}",
+                 f"{speedup:.2f}×" if speedup == speedup and speedup else "-"]
+        if not one_model:
+            cells.insert(1, str(row.model))
+        table.add_row(*[Text(cell) for cell in cells])
     console.print(table)
     if missing:
         console.print(f"[yellow]not in this run:[/yellow] {', '.join(missing)} fine-tuning (not configured in "

@@ -1,0 +1,39 @@
+"""What ``itpn demo`` prints per stage: the trained variant's metrics, named, and how many variants more."""
+import time
+
+from rich.console import Console
+
+from flows.stages import StageResult
+from itpn_cli.main import _result_summary, _stage_table
+
+
+def metric(name, value, variant, split="val"):
+    return dict(task="detection", dataset="coco", split=split, name=name, value=value, step=0,
+                model="fast_itpn_tiny_patch16_224", variant=variant)
+
+
+def test_a_fine_tune_shows_its_trained_variant_and_counts_the_others():
+    result = StageResult("finetune_detection", key="k", metrics=[
+        metric("bbox_mAP", 0.0712, "baseline"), metric("seconds_per_iter", 1.5, "baseline", split="train"),
+        metric("bbox_mAP_50", 0.31, "baseline"), metric("bbox_mAP", 0.07, "migration_30"),
+        metric("bbox_mAP", 0.069, "window")])
+    assert _result_summary(result) == "bbox_mAP 0.0712, bbox_mAP_50 0.31 (baseline; 2 more variants evaluated)"
+
+
+def test_pre_training_shows_its_training_loss():
+    result = StageResult("pretrain", key="k", metrics=[metric("loss", 0.9274, "", split="train")])
+    assert _result_summary(result) == "loss 0.927"
+
+
+def test_the_stage_table_prints_variant_names_verbatim(tmp_path):
+    """Rich markup would swallow a bracketed name; the table shows it as it is."""
+    params = tmp_path / "params.yaml"
+    params.write_text("experiment: {name: cli, output_dir: outputs}\n")
+    StageResult("finetune_detection", key="k", seconds=12.0, metrics=[
+        metric("bbox_mAP", 0.07, "[window]"), metric("bbox_mAP", 0.06, "baseline")]).write(
+        tmp_path / "outputs" / "finetune_detection")
+    console = Console(record=True, width=200)
+    console.print(_stage_table(["finetune_detection", "benchmark_acceleration"], str(params), time.time() - 60))
+    text = console.export_text()
+    assert "│ finetune_detection     │ done    │ 12      │ bbox_mAP 0.07 ([window]; 1 more variant evaluated) │" in text
+    assert "│ benchmark_acceleration │ running │" in text
