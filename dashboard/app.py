@@ -58,7 +58,8 @@ def model_colours(models: list[str]) -> dict[str, str]:
 
 
 def accuracy_figure(points: pd.DataFrame, task: str, colours: dict[str, str]) -> go.Figure:
-    """Accuracy against speed-up for one task: a point per variant, a Pareto front per model."""
+    """Accuracy against speed-up for one task: a point per variant, a Pareto front per model with its
+    variants named."""
     metric = MAIN_METRICS[task]
     figure = go.Figure()
     for model, rows in points.groupby("model", sort=True):
@@ -82,7 +83,10 @@ def accuracy_figure(points: pd.DataFrame, task: str, colours: dict[str, str]) ->
             go.Scatter(
                 x=front["speedup"],
                 y=front["accuracy"],
-                mode="lines",
+                mode="lines+text",
+                text=front["variant"],  # the variants worth choosing, named on the chart
+                textposition="top center",
+                textfont={"size": 11, "color": colour},
                 name=f"{model} Pareto front",
                 legendgroup=str(model),
                 showlegend=False,

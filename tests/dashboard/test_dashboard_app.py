@@ -49,13 +49,14 @@ def test_charts_and_tables_render(app_path: Path, filled_store_url: str, monkeyp
 
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     points = [trace for trace in spec["data"] if trace["mode"] == "markers"]
-    fronts = [trace for trace in spec["data"] if trace["mode"] == "lines"]
+    fronts = [trace for trace in spec["data"] if trace["mode"] == "lines+text"]
     assert len(points) == 2 and len(fronts) == 2  # two models, a front each
     assert sum(len(values(trace["x"])) for trace in points) == 10  # one point per variant
     base = next(trace for trace in points if trace["name"] == "fast_itpn_base_patch16_224")
     assert sorted(values(base["x"])) == pytest.approx([1.0, 1.15, 1.2, 1.7, 1.9])
     base_front = next(trace for trace in fronts if trace["name"].startswith("fast_itpn_base"))
     assert values(base_front["x"]) == pytest.approx([1.15, 1.7, 1.9])  # migration_20 is dominated
+    assert list(values(base_front["text"])) == ["migration_10", "window_gathering_hrpe", "window"]
     assert any(shape["x0"] == 1.0 and shape["x1"] == 1.0 for shape in spec["layout"]["shapes"])
     assert at.sidebar.selectbox(key="device").value == "cpu"
 
