@@ -38,7 +38,7 @@ from itpn.data.order import EpochSampler, SeededSamples, seed_all, step_seed, up
 from itpn.files import join_url, write_atomically
 from itpn.models import load_checkpoint, save_safetensors
 from itpn.models.acceleration import set_acceleration
-from itpn.pretrain.trainer import Runtime, setup_runtime
+from itpn.runtime import Runtime, setup_runtime
 
 from .config import ClassificationConfig
 from .records import CurveWriter, MetricRecord, write_metrics
