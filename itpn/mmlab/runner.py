@@ -68,6 +68,10 @@ class MetricRecordsHook(Hook):
         if self.curve is None and runner.rank == 0:
             self.curve = CurveWriter(self.output_url, restart=not runner._resume)
 
+    def before_train(self, runner: Runner) -> None:
+        if self.curve is not None:  # keep the rows up to the checkpoint training starts from (none: iter 0)
+            self.curve.truncate_after(runner.iter)
+
     def before_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
@@ -146,13 +150,16 @@ def run_task(
     data_root: Optional[str] = None,
     cfg_options: Optional[Mapping[str, Any]] = None,
     train: bool = True,
+    resume: bool = True,
     log_every: int = 10,
 ) -> list[dict[str, Any]]:
     """Fine-tune (or only evaluate, ``train=False``) one OpenMMLab config; returns the metric rows.
 
     ``checkpoint`` (a pre-training export) and ``variant`` (an acceleration variant) override the
     backbone's, ``data_root`` the data sets' (and the COCO evaluator's annotation file);
-    ``cfg_options`` are dotted-key overrides as mmengine takes them.
+    ``cfg_options`` are dotted-key overrides as mmengine takes them. With ``resume`` (the default) a
+    training run continues from the latest checkpoint in ``work_dir`` when there is one (a killed run
+    picks up where it stopped; the training curve keeps the rows up to that checkpoint).
     """
     cfg = load_config(config, cfg_options)
     if data_root is not None:
@@ -173,6 +180,8 @@ def run_task(
     if variant is not None:
         backbone.acceleration = variant
     cfg.work_dir = work_dir or cfg.get("work_dir") or os.path.join("work_dirs", task)
+    if train and resume and not cfg.get("load_from"):
+        cfg.resume = True  # mmengine: the latest checkpoint of work_dir, if any
     output_url = output_url or cfg.work_dir
     model_name = backbone.get("model_name", "fast_itpn_base_patch16_224")
     variant_name = backbone.get("acceleration", "baseline")
