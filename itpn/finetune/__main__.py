@@ -65,11 +65,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows = run_classification(config).metrics
     elif args.task == "variants":
         from itpn.finetune import evaluate_variants, write_metrics
+        from itpn.runtime import setup_runtime
 
         if not (args.checkpoint and args.data_root and args.variants):
             parser.error("variants needs --checkpoint, --data-root and --variants")
-        rows = evaluate_variants(args.checkpoint, args.data_root, args.variants, **overrides)
-        if args.output:
+        runtime = setup_runtime(overrides.pop("device", "auto"))  # under torchrun each rank takes a share
+        rows = evaluate_variants(args.checkpoint, args.data_root, args.variants, runtime=runtime, **overrides)
+        if args.output and runtime.is_main:
             write_metrics(args.output, rows)
     else:
         from itpn import mmlab

@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import struct
 import time
 from dataclasses import dataclass
@@ -102,8 +103,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
              autocast: contextlib.AbstractContextManager | None = None, progress: bool = False,
              distributed: bool = False) -> dict[str, float]:
     """Top-1 / top-5 (%) and the mean cross-entropy over ``loader`` (summed over all ranks when
-    ``distributed``: every rank must then call this with its share); also the seconds spent in the
-    model's forward alone (for throughput)."""
+    ``distributed``: every rank must then call this with its share); also this process's images and
+    the seconds its model's forward alone took (``local_images`` / ``forward_seconds``: throughput)."""
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # correct@1, correct@5, loss sum, images
     forward_seconds = 0.0
@@ -123,13 +124,15 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
         totals += torch.tensor([top1.item() * count / 100, top5.item() * count / 100,
                                 nn.functional.cross_entropy(logits, targets, reduction="sum").item(), count],
                                dtype=torch.float64)
+    local_images = totals[3].item()
     if distributed:
         totals = totals.to(device)
         dist.all_reduce(totals)
         totals = totals.cpu()
     images = max(totals[3].item(), 1.0)
     return {"top1": 100 * totals[0].item() / images, "top5": 100 * totals[1].item() / images,
-            "loss": totals[2].item() / images, "images": totals[3].item(), "forward_seconds": forward_seconds}
+            "loss": totals[2].item() / images, "images": totals[3].item(), "local_images": local_images,
+            "forward_seconds": forward_seconds}
 
 
 # --- checkpoints -------------------------------------------------------------------------------------
@@ -347,13 +350,16 @@ class ClassificationTrainer:
                         "variant": config.variant,
                         "classes": json.dumps(self.train_set.classes), "epochs_done": str(self.epoch)}
             save_safetensors(self.eval_model.state_dict(), export_url, metadata)
-        if config.eval_variants and self.runtime.is_main:
-            # The exported weights under each variant; the training variant's top-1/top-5 are already rows.
+        if config.eval_variants:
+            # The exported weights under each variant, every rank evaluating its share of the images;
+            # the training variant's top-1/top-5 are already rows.
+            if self.runtime.distributed:
+                dist.barrier()  # the export is written
             seen = {(row.split, row.name, row.variant) for row in rows}
             rows += [MetricRecord(**row) for row in evaluate_variants(
                 export_url, config.data_url, config.eval_variants, split=config.val_split, dataset=config.dataset,
-                batch_size=config.batch_size, num_workers=config.num_workers, device=str(self.runtime.device),
-                crop_pct=config.crop_pct, progress=config.progress)
+                batch_size=config.batch_size, num_workers=config.num_workers, runtime=self.runtime,
+                crop_pct=config.crop_pct, progress=config.progress and self.runtime.is_main)
                 if (row["split"], row["name"], row["variant"]) not in seen]
         metrics = [row.to_dict() for row in rows]
         metrics_url = join_url(config.output_url, "metrics.json")
@@ -384,14 +390,17 @@ def evaluate_variants(
     batch_size: int = 64,
     num_workers: int = 4,
     device: str = "auto",
+    runtime: Optional[Runtime] = None,
     crop_pct: Optional[float] = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Evaluate one fine-tuned ``model.safetensors`` under each acceleration variant.
 
-    Returns metric rows per variant: ``top1``, ``top5``, ``images_per_s`` (the model's forward alone,
-    data loading excluded) and ``speedup`` over the ``baseline`` variant (over the first variant when
-    ``baseline`` is not among them). Accuracy and speed-up thus come from the same weights.
+    Returns metric rows per variant: ``top1``, ``top5``, ``images_per_s`` (the model's forward alone on
+    one device, data loading excluded) and ``speedup`` over the ``baseline`` variant (over the first
+    variant when ``baseline`` is not among them). Accuracy and speed-up thus come from the same weights.
+    With a distributed ``runtime`` (under ``torchrun``) every rank calls this and evaluates its share of
+    the images; the accuracies are over all of them, the speeds this rank's.
     """
     if not variants:
         raise ValueError("variants is empty: name at least one acceleration variant (e.g. 'baseline')")
@@ -402,9 +411,10 @@ def evaluate_variants(
                          f"model.safetensors written by run_classification")
     name, img_size = metadata["model"], int(metadata["img_size"])
     model_kwargs = json.loads(metadata.get("model_kwargs", "{}"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    runtime = Runtime(0, 1, torch.device(device))
+    if runtime is None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        runtime = Runtime(0, 1, torch.device(device))
     transform = build_classification_transform(False, img_size, crop_pct=crop_pct)
     val = ImageNetFolder(data_url, split, transform, classes=json.loads(metadata["classes"]))
     loader = _eval_loader(val, batch_size, runtime, num_workers)
@@ -413,13 +423,14 @@ def evaluate_variants(
         model = timm.create_model(name, num_classes=int(metadata["num_classes"]), img_size=img_size, **model_kwargs)
         set_acceleration(model, variant)
         load_checkpoint(model, checkpoint)
-        results[variant] = evaluate(model.to(runtime.device), loader, runtime.device)
+        results[variant] = evaluate(model.to(runtime.device), loader, runtime.device,
+                                    distributed=runtime.distributed)
     reference = "baseline" if "baseline" in results else variants[0]
-    reference_speed = results[reference]["images"] / results[reference]["forward_seconds"]
+    speeds = {variant: scores["local_images"] / scores["forward_seconds"] if scores["forward_seconds"] else math.nan
+              for variant, scores in results.items()}  # NaN on a rank whose share of the images is empty
     rows = []
     for variant, scores in results.items():
-        speed = scores["images"] / scores["forward_seconds"]
-        for metric, value in (("top1", scores["top1"]), ("top5", scores["top5"]), ("images_per_s", speed),
-                              ("speedup", speed / reference_speed)):
+        for metric, value in (("top1", scores["top1"]), ("top5", scores["top5"]), ("images_per_s", speeds[variant]),
+                              ("speedup", speeds[variant] / speeds[reference])):
             rows.append(MetricRecord(TASK, dataset, split, metric, value, 0, name, variant).to_dict())
     return rows
