@@ -291,8 +291,9 @@ def claim_run_directory(run_dir: Path, key: str, fresh: bool = False, *, rank: i
     claimed.write_text(launch)
 
 
-def run_stage(stage: str, params: PipelineParams, force: bool = False) -> StageResult:
-    """Run ``stage`` unless its ``result.json`` holds the same key; returns the (new or cached) result."""
+def run_stage(stage: str, params: PipelineParams, force: bool = False, fresh: bool = False) -> StageResult:
+    """Run ``stage`` unless its ``result.json`` holds the same key (``force``: run anyway); returns the
+    (new or cached) result. A run folder left by a run of the same key is resumed unless ``fresh``."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; the stages are: {', '.join(STAGES)}")
     out = params.stage_dir(stage)
@@ -302,7 +303,7 @@ def run_stage(stage: str, params: PipelineParams, force: bool = False) -> StageR
         cached = StageResult.read(previous)
         if cached.key == key:
             return cached
-    claim_run_directory(out / "run", key, fresh=force)
+    claim_run_directory(out / "run", key, fresh=fresh)
     start = time.perf_counter()
     result = STAGES[stage](params, out)
     result.key, result.seconds, result.hardware = key, time.perf_counter() - start, hardware()
@@ -316,9 +317,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=list(STAGES))
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--force", action="store_true", help="run even if a result with the same key exists")
+    parser.add_argument("--force", action="store_true", help="run even if a result with the same key exists "
+                        "(DVC's stages pass it: DVC decides when a stage runs)")
+    parser.add_argument("--fresh", action="store_true", help="discard the checkpoints of an earlier run of the same "
+                        "key instead of resuming from them")
     args = parser.parse_args(argv)
-    result = run_stage(args.stage, PipelineParams.load(args.params), force=args.force)
+    result = run_stage(args.stage, PipelineParams.load(args.params), force=args.force, fresh=args.fresh)
     print(json.dumps({"stage": result.stage, "key": result.key, "seconds": round(result.seconds, 1),
                       "outputs": result.outputs}))
     return 0

@@ -170,6 +170,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype is torch.float16)
         self.step = 0
         self.skipped_images = 0
+        self.last_loss = float("nan")  # the loss of the last update (kept in checkpoints for a resumed finished run)
         self.last_checkpoint: Optional[str] = None
         self.checkpoint_url = join_url(config.output_url, CHECKPOINT_NAME)
 
@@ -259,7 +260,8 @@ class Trainer:
                 "model": model, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
                 "ema_teacher": teacher, "scaler": self.scaler.state_dict(),
                 "rng": {"seed": self.config.seed, "scheme": "seeded by sample position and (step, micro-step, rank)"},
-                "skipped_images": self.skipped_images, "world_size": self.runtime.world_size,
+                "skipped_images": self.skipped_images, "last_loss": self.last_loss,
+                "world_size": self.runtime.world_size,
                 "global_batch": self.global_batch}
 
     def save_checkpoint(self) -> None:
@@ -297,6 +299,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         self.skipped_images = state["skipped_images"]
+        self.last_loss = state.get("last_loss", float("nan"))  # absent from checkpoints of before 2026-11-25
         self.scheduler.step_update(self.step)
         self.last_checkpoint = url
 
@@ -346,7 +349,6 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc="pre-training", unit="step",
                    disable=not (runtime.is_main and config.progress), dynamic_ncols=True)
         self.objective.train()
-        last_loss = float("nan")
         batches: Optional[Iterator] = None
         while self.step < end:
             epoch, update = divmod(self.step, self.updates_per_epoch)
@@ -377,13 +379,13 @@ class Trainer:
             self.scheduler.step_update(self.step)
             self.skipped_images += int(reduced.pop("skipped"))
             elapsed = time.perf_counter() - started
-            last_loss = reduced["loss"]
+            self.last_loss = reduced["loss"]
             if metrics is not None:
                 record = {"step": self.step, "epoch": epoch, **reduced, "lr": self.optimizer.param_groups[0]["lr"],
                           "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
                           "img_per_s": self.global_batch / elapsed, "skipped_images": self.skipped_images}
                 metrics.write(record)
-            bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{self.global_batch / elapsed:.1f}")
+            bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{self.global_batch / elapsed:.1f}")
             bar.update(1)
             if self.step % config.checkpoint_every == 0 or self.step == end:
                 self.save_checkpoint()
@@ -397,7 +399,8 @@ class Trainer:
             dist.barrier()
         return PretrainResult(checkpoint_url=self.last_checkpoint, export_url=export_url,
                               metrics_url=join_url(config.output_url, METRICS_NAME), steps_done=self.step,
-                              total_steps=self.total_steps, final_loss=last_loss, skipped_images=self.skipped_images)
+                              total_steps=self.total_steps, final_loss=self.last_loss,
+                              skipped_images=self.skipped_images)
 
 
 @contextlib.contextmanager

@@ -93,3 +93,19 @@ def test_under_torchrun_the_other_ranks_wait_until_rank_0_has_cleared_a_stale_ru
 def test_a_rank_waiting_for_a_missing_rank_0_says_so(tmp_path):
     with pytest.raises(TimeoutError, match="rank 1 waited 0 s for rank 0 to claim .*run"):
         claim_run_directory(tmp_path / "run", "key", rank=1, launch="launch-1", wait_s=0.3)
+
+
+def test_a_forced_stage_resumes_its_run_folder_and_a_fresh_one_starts_over(tmp_path):
+    """DVC runs every stage with --force; a run folder of the same key (a killed run's) is resumed."""
+    params = PipelineParams.load(write_params(tmp_path))
+    run_stage("prepare_data", params)
+    first = run_stage("pretrain", params)
+    checkpoint = params.stage_dir("pretrain") / "run" / "checkpoint.pt"
+    written = checkpoint.stat().st_mtime_ns
+
+    again = run_stage("pretrain", params, force=True)
+    assert checkpoint.stat().st_mtime_ns == written  # resumed at its last step: nothing trained again
+    assert again.metrics == first.metrics
+
+    run_stage("pretrain", params, force=True, fresh=True)
+    assert checkpoint.stat().st_mtime_ns != written
