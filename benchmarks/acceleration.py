@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from rich import box
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -76,7 +77,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def print_table(rows: list[Row], console: Console) -> None:
     baselines = {(row.model, row.resolution): row for row in rows if row.variant == "baseline"}
-    table = Table(title=f"Acceleration variants on {rows[0].device}, {rows[0].dtype}, batch {rows[0].batch_size}")
+    table = Table(box=box.MARKDOWN,  # paste-ready for the README
+                  title=f"Acceleration variants on {rows[0].device}, {rows[0].dtype}, batch {rows[0].batch_size}")
     for column in ("model", "px", "variant", "img/s", "speed-up", "latency ms", "peak MiB", "GFLOPs", "FLOPs ratio"):
         table.add_column(column, justify="left" if column in ("model", "variant") else "right")
     for row in rows:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -67,7 +68,8 @@ def benchmark(args: argparse.Namespace) -> dict:
         synchronize(device)
         seconds = (time.perf_counter() - start) / args.iters
         peak_memory = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-        peak_tflops = matmul_peak_tflops(device, torch.bfloat16 if args.dtype == "bf16" else torch.float16)
+        matmul_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+        peak_tflops = matmul_peak_tflops(device, matmul_dtype)  # the ceiling of the precision trained in
         achieved = gflops / seconds / 1e3
         visible = trainer.masks.num_units - trainer.masks.num_masked
         return dict(model=config.model if not args.small else "small (128-wide, 1+1+2)",
@@ -80,7 +82,7 @@ def benchmark(args: argparse.Namespace) -> dict:
 
 
 def print_table(row: dict, console: Console) -> None:
-    table = Table(title=f"Integral pre-training update on {row['device']} (matmul peak "
+    table = Table(box=box.MARKDOWN, title=f"Integral pre-training update on {row['device']} (matmul peak "
                         f"{row['matmul_peak_tflops']:.3g} TFLOP/s)")
     columns = ["model", "resolution", "teacher", "batch_size", "dtype", "images_per_s", "step_ms",
                "peak_memory_mb", "gflops_per_step", "achieved_tflops", "mfu"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import timm
 import torch
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -67,7 +68,7 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def print_table(rows: list[dict], peak_tflops: float, console: Console) -> None:
-    table = Table(title=f"Throughput on {rows[0]['device']} ({rows[0]['dtype']}); "
+    table = Table(box=box.MARKDOWN, title=f"Throughput on {rows[0]['device']} ({rows[0]['dtype']}); "
                         f"matmul ceiling {peak_tflops:.3g} TFLOP/s")
     for column in ("model", "resolution", "mode", "batch", "img/s", "× ViT-B", "latency ms", "peak MB",
                    "GFLOPs/img", "TFLOP/s", "MFU"):
