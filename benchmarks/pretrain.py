@@ -7,8 +7,8 @@ An update is what ``itpn.pretrain.Trainer`` does per step: masks, EMA-teacher fo
 units, student forward (backbone + pyramid on visible units, decoder on all units), backward, AdamW
 step and EMA update. FLOPs are counted by ``torch.utils.flop_counter`` over one forward+backward
 (so only the work actually done: visible tokens in the encoder, all tokens in the decoder, the
-teacher's forward); MFU divides the achieved TFLOP/s by a bf16 matmul ceiling measured in the same
-run on the same device. Data loading is excluded (images are synthetic, already on the device).
+teacher's forward); MFU divides the achieved TFLOP/s by the matmul ceiling of the same precision,
+measured in the same run on the same device. Data loading is excluded (images are synthetic, already on the device).
 """
 from __future__ import annotations
 
