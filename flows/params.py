@@ -5,6 +5,7 @@ configs), which reject unknown keys by name; this file fixes only the pipeline's
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ FINETUNE_TASKS = ("classification", "detection", "segmentation", "rotated")
 def _anchor(location: str, base: Path) -> str:
     if "://" in location or Path(location).is_absolute():
         return location
-    return str(base / location)
+    return os.path.normpath(base / location)
 
 
 class Strict(BaseModel):

@@ -193,6 +193,8 @@ def finetune_openmmlab(task: str) -> Callable[[PipelineParams, Path], StageResul
         backbone = {"model.backbone.model_name": params.experiment.model,
                     "model.backbone.model_kwargs": params.experiment.model_kwargs}
         options = {**backbone, **section.get("cfg_options", {})}
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            options["launcher"] = "pytorch"  # under torchrun: mmengine joins its process group
         runner = getattr(itpn.mmlab, runner_name)
         work_dir = str(out / "run")
         rows = runner(config, data_root=params.data_url(data_kind), checkpoint=pretrain_export(params),

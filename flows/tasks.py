@@ -16,7 +16,10 @@ from .params import PipelineParams
 from .record import record_stage_result
 from .stages import REPO_ROOT, StageResult
 
-DISTRIBUTED_STAGES = {"pretrain", "finetune_classification"}
+# Stages torchrun launches on experiment.gpus processes (the OpenMMLab ones through mmengine's
+# "pytorch" launcher); data preparation and the single-device benchmark run in one process.
+DISTRIBUTED_STAGES = {"pretrain", "finetune_classification", "finetune_detection", "finetune_segmentation",
+                      "finetune_rotated"}
 
 
 def stage_command(stage: str, params_file: str, gpus: int) -> list[str]:

@@ -142,13 +142,19 @@ def _summary(params_file: str) -> None:
 
 
 @app.command()
-def demo(params: str = PARAMS_OPTION) -> None:
-    """The whole experiment on generated data: prepare, pre-train, fine-tune, benchmark, record."""
+def run(params: str = PARAMS_OPTION) -> None:
+    """The whole experiment of a parameters file: prepare, pre-train, fine-tune, benchmark, record."""
     stages = _planned_stages(params)
     started = time.time()
     _run_flow_live("experiment", stages, params)
     console.print(f"experiment finished in {time.time() - started:.0f} s")
     _summary(params)
+
+
+@app.command()
+def demo() -> None:
+    """The whole experiment on generated data (the repository's params.yaml): ``itpn run`` of the demo."""
+    run("params.yaml")
 
 
 @app.command()
