@@ -23,7 +23,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from itpn.bench import count_gflops, device_name, matmul_peak_tflops
+from itpn.bench import count_gflops, device_name, matmul_peak_tflops, resolve_dtype
 from itpn.bench.measure import synchronize
 from itpn.pretrain import PretrainConfig, Trainer
 
@@ -68,8 +68,7 @@ def benchmark(args: argparse.Namespace) -> dict:
         synchronize(device)
         seconds = (time.perf_counter() - start) / args.iters
         peak_memory = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-        matmul_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-        peak_tflops = matmul_peak_tflops(device, matmul_dtype)  # the ceiling of the precision trained in
+        peak_tflops = matmul_peak_tflops(device, resolve_dtype(args.dtype))  # the ceiling of the run's precision
         achieved = gflops / seconds / 1e3
         visible = trainer.masks.num_units - trainer.masks.num_masked
         return dict(model=config.model if not args.small else "small (128-wide, 1+1+2)",

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 import itpn  # noqa: F401  (registers the models)
-from itpn.bench import count_gflops, device_name, matmul_peak_tflops, measure_throughput, measure_training_step
+from itpn.bench import (count_gflops, device_name, matmul_peak_tflops, measure_throughput, measure_training_step,
+                        resolve_dtype)
 
 REFERENCE = "vit_base_patch16_224"
 
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.batch = args.batch * len(args.resolutions)
     if len(args.batch) != len(args.resolutions):
         parser.error(f"--batch needs one value or one per resolution ({len(args.resolutions)})")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    dtype = resolve_dtype(args.dtype)
     device = torch.device(args.device)
     console = Console(width=160)
     peak = matmul_peak_tflops(device, dtype)

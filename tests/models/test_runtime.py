@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import itpn  # noqa: F401
+from itpn.models.acceleration import get_variant, set_acceleration
 from itpn.models.layers import gather_units
 
 
@@ -77,8 +78,12 @@ def test_torch_compile_full_graph_matches_eager():
         torch.testing.assert_close(compiled(images), model(images), rtol=1e-4, atol=1e-5)
 
 
-def test_activation_checkpointing_gives_same_gradients():
-    model = _tiny("itpn_base_patch16_224", num_classes=10)
+@pytest.mark.parametrize("name, variant", [("itpn_base_patch16_224", None),
+                                           ("fast_itpn_tiny_patch16_224", "migration_30_gathering")])
+def test_activation_checkpointing_gives_same_gradients(name, variant):
+    model = _tiny(name, num_classes=10)
+    if variant:  # 64 px: a 4x4 token grid in 2x2 windows
+        set_acceleration(model, get_variant(variant).replace(window_size=2))
     images = torch.randn(2, 3, 64, 64)
 
     def gradients():
