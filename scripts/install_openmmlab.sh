@@ -28,8 +28,16 @@ MMROTATE_VERSION=1.2.1
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x "$repo_root/.venv/bin/python" ]]; then PYTHON="$repo_root/.venv/bin/python"; else PYTHON=python; fi
+    if [[ -x "$repo_root/.venv/bin/python" ]]; then PYTHON="$repo_root/.venv/bin/python"; else PYTHON=python3; fi
 fi
+# One absolute interpreter path: the mmcv build below runs from inside its unpacked source, where a
+# relative path such as .venv/bin/python no longer resolves. A bare name is looked up on PATH.
+if [[ "$PYTHON" == */* ]]; then
+    PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")"
+else
+    PYTHON="$(command -v "$PYTHON")" || { printf '[install_openmmlab] no interpreter %s on PATH\n' "$PYTHON" >&2; exit 1; }
+fi
+[[ -x "$PYTHON" ]] || { printf '[install_openmmlab] PYTHON=%s is not an executable interpreter\n' "$PYTHON" >&2; exit 1; }
 pip=("$PYTHON" -m pip)
 
 log() { printf '[install_openmmlab] %s\n' "$*" >&2; }
@@ -92,9 +100,29 @@ if (( ${#wheels[@]} == 0 )); then
         log "patched mmcv setup.py: -std=c++17 -> -std=c++20 (torch $torch_version headers need C++20)"
     fi
     # CPU-only ops: mmcv's setup.py compiles CUDA kernels when it sees a GPU or FORCE_CUDA=1.
+    # The compiler's output goes to a log; every 30 s a heartbeat shows ninja's "[done/total]"
+    # count and the elapsed time, instead of pip's silent "Building wheel ... still running".
+    build_log="$build_dir/mmcv-build.log"
+    log "compiler output: $build_log"
     (cd "$source_dir" && CUDA_VISIBLE_DEVICES="" FORCE_CUDA=0 MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" \
-        nice -n "${NICE:-10}" "${pip[@]}" wheel --no-deps --no-build-isolation --no-cache-dir . \
-        --wheel-dir "$build_dir/wheel")
+        exec nice -n "${NICE:-10}" "${pip[@]}" wheel --verbose --no-deps --no-build-isolation --no-cache-dir . \
+        --wheel-dir "$build_dir/wheel") >"$build_log" 2>&1 &
+    build_pid=$!
+    started=$SECONDS
+    while kill -0 "$build_pid" 2>/dev/null; do
+        for _ in $(seq 30); do kill -0 "$build_pid" 2>/dev/null && sleep 1; done
+        kill -0 "$build_pid" 2>/dev/null || break
+        step="$(grep -oE '^\[[0-9]+/[0-9]+\]' "$build_log" | tail -n 1 || true)"
+        elapsed=$((SECONDS - started))
+        log "compiling mmcv ops: ${step:-[preparing]} source files, $((elapsed / 60)) min $((elapsed % 60)) s elapsed"
+    done
+    if ! wait "$build_pid"; then
+        log "building onedl-mmcv failed; the last lines of $build_log:"
+        tail -n 40 "$build_log" >&2
+        trap - EXIT  # keep the log for the user
+        exit 1
+    fi
+    log "compiled mmcv ops in $(((SECONDS - started) / 60)) min $(((SECONDS - started) % 60)) s"
     built=("$build_dir"/wheel/onedl_mmcv-*.whl)
     if (( ${#built[@]} != 1 )); then log "mmcv build produced no wheel in $build_dir"; exit 1; fi
     mv "${built[0]}" "$cache_dir/"
