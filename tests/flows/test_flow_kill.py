@@ -11,7 +11,6 @@ and at each epoch's end, killed in the 6th (last checkpoint at update 4).
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
