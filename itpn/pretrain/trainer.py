@@ -55,14 +55,13 @@ CHECKPOINT_FORMAT = "itpn-pretrain/2"
 # Format 1 (before 2026-11-30) meant by teacher='clip' what is now 'clip_visible_distill', and took the
 # EMA teacher's MFM targets at the visible units.
 FORMAT_1_MEANING = {"teacher": {"clip": "clip_visible_distill"}, "mfm_targets": "visible"}
-# Settings a resumed run must share with the run that wrote the checkpoint: the model, the objective
-# and its teacher, the optimiser and the schedule (batch and data order are checked separately).
-RESUME_SETTINGS = (
-    "model", "model_kwargs", "img_size", "drop_path", "teacher", "ema_momentum", "mfm_targets", "clip_model",
-    "clip_targets", "clip_aux_weight", "mask_ratio", "mask_mode", "mfm_weight", "mfm_loss", "decoder_dim",
-    "decoder_depth", "decoder_heads", "norm_pix_loss", "min_crop_scale", "epochs", "total_steps", "warmup_epochs",
-    "warmup_steps", "blr", "lr", "min_lr", "weight_decay", "betas", "eps", "clip_grad", "seed",
-)
+# Settings a resumed run may change: where and how it runs, not what it trains. Every other setting (the
+# model, the objective and its teacher, the optimiser, the schedule, the seed) must equal the checkpoint's;
+# the global batch is checked on its own (batch_size and accum_steps may trade against the process count).
+RESUME_FREE_SETTINGS = frozenset({
+    "recipe", "data_url", "data_split", "clip_checkpoint", "num_workers", "batch_size", "accum_steps", "amp_dtype",
+    "device", "fsdp", "compile", "output_url", "checkpoint_every", "resume", "stop_after_steps", "progress",
+})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -298,8 +297,8 @@ class Trainer:
             saved["teacher"] = FORMAT_1_MEANING["teacher"].get(saved.get("teacher"), saved.get("teacher"))
             saved.setdefault("mfm_targets", FORMAT_1_MEANING["mfm_targets"])
         current = json.loads(json.dumps(self.config.to_dict()))
-        differences = [f"{key}={saved[key]!r} there, {current[key]!r} here" for key in RESUME_SETTINGS
-                       if key in saved and saved[key] != current[key]]
+        differences = [f"{key}={saved[key]!r} there, {current[key]!r} here" for key in current
+                       if key not in RESUME_FREE_SETTINGS and key in saved and saved[key] != current[key]]
         for key, value in state.get("schedule", {}).items():
             if value != self.schedule()[key]:
                 differences.append(f"{key}={value!r} there, {self.schedule()[key]!r} here (the resolved schedule)")
