@@ -1,6 +1,7 @@
 """MFM teachers: the moving-averaged student backbone, or a CLIP image tower loaded from disk.
 
-Both run without gradients and produce ``TeacherTargets`` for ``IntegralPretrainModel``; each
+Both run without gradients and produce ``TeacherTargets`` for ``IntegralPretrainModel`` (EMA, and
+CLIP for ``clip_visible_distill``) or ``ClipDistillModel`` (the released iTPN-CLIP); each
 normalises the raw [0, 1] images itself (ImageNet statistics for the EMA teacher, CLIP's own for
 CLIP: the released iTPN-CLIP code fed CLIP [0.5, 1] images, which this avoids).
 """
