@@ -38,20 +38,22 @@ RECIPES: dict[str, dict[str, Any]] = {
         betas=(0.9, 0.95), eps=1e-8, clip_grad=None),
     # iTPN-B distilled from CLIP-B/16, the released iTPN-CLIP recipe: itpn_clip/README.md (64 GPUs x 32,
     # --lr 1.5e-3, --opt_betas 0.98 read as BEiT-v2's (0.9, 0.98), --epochs 300, --drop_path 0.1,
-    # --layer_scale_init_value 0.1, --opt_eps 1e-8, --second_input_size 224) and run_itpn_pretraining.py
-    # defaults (75 of 196 units masked block-wise, 5 warm-up epochs, min_lr 1e-5, weight decay 0.05, no
-    # gradient clipping); model clip_tpn_base_3324_patch16_224 in modeling_pretrain.py (fpn_depth 1,
-    # rpe on); smooth-L1 on all tokens: engine_for_pretraining.py. OpenAI weights need QuickGELU.
+    # --opt_eps 1e-8, --second_input_size 224) and run_itpn_pretraining.py defaults (75 of 196 units
+    # masked block-wise, 5 warm-up epochs, min_lr 1e-5, weight decay 0.05, no gradient clipping); model
+    # clip_tpn_base_3324_patch16_224 in modeling_pretrain.py (fpn_depth 1, rpe on; no LayerScale: the
+    # README passes --layer_scale_init_value 0.1, which would add gamma_1/gamma_2 to every block, but the
+    # released iTPN-B CLIP checkpoint holds none, so it was trained without; this recipe follows the
+    # checkpoint); smooth-L1 on all tokens: engine_for_pretraining.py. OpenAI weights need QuickGELU.
     "itpn_clip_b16": dict(
-        model="itpn_base_patch16_224", model_kwargs={"fpn_depth": 1, "rpe": True, "init_values": 0.1}, img_size=224,
+        model="itpn_base_patch16_224", model_kwargs={"fpn_depth": 1, "rpe": True}, img_size=224,
         drop_path=0.1, teacher="clip", clip_model="ViT-B-16-quickgelu", mfm_loss="smooth_l1", clip_targets="all",
         clip_aux_weight=1.0, mask_ratio=75 / 196, mask_mode="block", min_crop_scale=0.2,
         batch_size=32, epochs=300, warmup_epochs=5, lr=1.5e-3, min_lr=1e-5, weight_decay=0.05, betas=(0.9, 0.98),
         eps=1e-8, clip_grad=None),
     # As itpn_clip_b16 with the CLIP-L/14 teacher (itpn_clip/README.md "iTPN-B using CLIP-L":
-    # --second_input_size 196, --teacher_dim 768).
+    # --second_input_size 196, --teacher_dim 768; the width comes from the teacher here).
     "itpn_clip_l14": dict(
-        model="itpn_base_patch16_224", model_kwargs={"fpn_depth": 1, "rpe": True, "init_values": 0.1}, img_size=224,
+        model="itpn_base_patch16_224", model_kwargs={"fpn_depth": 1, "rpe": True}, img_size=224,
         drop_path=0.1, teacher="clip", clip_model="ViT-L-14-quickgelu", mfm_loss="smooth_l1", clip_targets="all",
         clip_aux_weight=1.0, mask_ratio=75 / 196, mask_mode="block", min_crop_scale=0.2,
         batch_size=32, epochs=300, warmup_epochs=5, lr=1.5e-3, min_lr=1e-5, weight_decay=0.05, betas=(0.9, 0.98),

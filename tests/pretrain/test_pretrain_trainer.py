@@ -190,3 +190,15 @@ def test_command_line_picks_a_recipe_by_name(image_folder, tmp_path, capsys):
         "itpn_pixel", None, 0.0, 3, "fast_itpn_tiny_patch16_224")
     with pytest.raises(SystemExit):
         cli_main(["--recipe", "no_such_recipe"])
+
+
+def test_clip_recipe_builds_the_released_itpn_clip_b16_model():
+    from itpn.pretrain.trainer import build_objective
+
+    config = PretrainConfig.from_recipe("itpn_clip_b16", clip_checkpoint="/weights/ViT-B-16.pt")
+    objective = build_objective(config, clip_dim=512)
+    # the released clip_tpn_base_3324_patch16_224 state dict holds 88,748,928 values, 38,416 of them its
+    # 196 x 196 relative_position_index buffer (shared/reference/official-keys/itpn_clip_base_pretrain.txt)
+    assert sum(p.numel() for p in objective.parameters()) == 88_748_928 - 196 * 196
+    heads = {key.split(".")[0] for key in objective.state_dict() if not key.startswith("encoder.")}
+    assert heads == {"mask_token", "decoder_embed", "norm", "lm_head", "cls_pt_layers", "norm_cls", "lm_cls_head"}
