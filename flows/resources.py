@@ -4,9 +4,10 @@ of the CPU's training slots) and, on a GPU node, the devices it may see.
 * ``gpu``: one slot per GPU; a training stage occupies ``experiment.gpus`` of them. Created with the
   node's device count when missing; on a cluster create one per node and name it in each node's
   worker environment (``ITPN_GPU_LIMIT=gpu-node7``), so a node never takes more jobs than GPUs.
-* ``cpu-training``: ``experiment.cpu_jobs`` slots, one per training stage on CPU.
+* ``cpu-training``: one slot per training stage on CPU, ``experiment.cpu_jobs`` of them (the
+  parameters file sets it: a run brings the limit to its ``cpu_jobs``).
 
-Limits that exist already are used as they are (``prefect gcl create gpu --limit 8`` wins). The
+A GPU limit that exists already is used as it is (``prefect gcl create gpu --limit 8`` wins). The
 limits bound every flow run that uses them, so parallel fine-tunes, several experiments of a sweep
 and several workers on one server share them (Prefect: "Global concurrency limits",
 https://docs.prefect.io/v3/how-to-guides/workflows/global-concurrency-limits).
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from prefect import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.utilities.asyncutils import run_coro_as_sync
@@ -47,8 +48,8 @@ def uses_gpu(params: PipelineParams) -> bool:
 
 
 def stage_slots(stage: str, params: PipelineParams) -> tuple[str, int, int] | None:
-    """(limit name, slots the stage occupies, slots the limit gets if it must be created), or None for
-    a stage that takes no training slot (data preparation, the benchmark)."""
+    """(limit name, slots the stage occupies, slots of the limit: when created, and always on CPU), or
+    None for a stage that takes no training slot (data preparation, the benchmark)."""
     if stage not in DISTRIBUTED_STAGES:
         return None
     if uses_gpu(params):
@@ -59,10 +60,14 @@ def stage_slots(stage: str, params: PipelineParams) -> tuple[str, int, int] | No
     return CPU_LIMIT, 1, params.experiment.cpu_jobs
 
 
-async def _ensure_limit(name: str, slots: int) -> int:
+async def _ensure_limit(name: str, slots: int, force: bool) -> int:
     async with get_client() as client:
         try:
-            return (await client.read_global_concurrency_limit_by_name(name)).limit
+            limit = await client.read_global_concurrency_limit_by_name(name)
+            if force and limit.limit != slots:
+                await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=slots))
+                return slots
+            return limit.limit
         except ObjectNotFound:
             pass
         try:
@@ -72,9 +77,10 @@ async def _ensure_limit(name: str, slots: int) -> int:
         return (await client.read_global_concurrency_limit_by_name(name)).limit
 
 
-def ensure_limit(name: str, slots: int) -> int:
-    """Create the global concurrency limit ``name`` with ``slots`` slots unless it exists; returns its slots."""
-    return run_coro_as_sync(_ensure_limit(name, slots))
+def ensure_limit(name: str, slots: int, force: bool = False) -> int:
+    """Create the global concurrency limit ``name`` with ``slots`` slots unless it exists (``force``: set an
+    existing one to ``slots`` too); returns its slots."""
+    return run_coro_as_sync(_ensure_limit(name, slots, force))
 
 
 @contextmanager
@@ -111,7 +117,7 @@ def stage_resources(stage: str, params: PipelineParams) -> Iterator[dict[str, st
         yield {}
         return
     name, occupy, create_with = slots
-    ensure_limit(name, create_with)
+    ensure_limit(name, create_with, force=not uses_gpu(params))
     with concurrency(name, occupy=occupy, strict=True):
         if not uses_gpu(params):
             yield {}

@@ -43,3 +43,34 @@ def test_failed_stage_is_recorded_with_its_error(tmp_path, store_url):
     failed = runs[runs["flow_name"] == "pretrain"]
     assert list(failed["status"]) == ["failed"]
     assert "bach_size" in failed["error"].iloc[0]
+
+
+def test_a_failed_attempt_that_later_succeeds_is_one_completed_run(tiny_params, store_url, monkeypatch):
+    """A stage killed once (exit 137), then run again with the same inputs: one run, completed, whose
+    history holds the failed attempt and the successful one, each with the times its process ran."""
+    import subprocess
+
+    from flows import tasks
+
+    pipeline.prepare_data(str(tiny_params))
+    real_run = subprocess.run
+    calls = []
+
+    def killed_once(command, **kwargs):
+        calls.append(command)
+        if len(calls) == 1:
+            return subprocess.CompletedProcess(command, 137, stdout="", stderr="Killed")
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(tasks.subprocess, "run", killed_once)
+    with pytest.raises(Exception, match="exit 137"):
+        pipeline.pretrain(str(tiny_params))
+    result = pipeline.pretrain(str(tiny_params))
+    with open_reader(store_url) as reader:
+        runs = reader.runs(experiment="test")
+        pretrain = runs[runs["flow_name"] == "pretrain"]
+        history = reader.attempts(run_id=int(pretrain["run_id"].item()))
+    assert list(pretrain["status"]) == ["completed"] and pretrain["run_key"].item().endswith(result.key)
+    assert list(history["status"]) == ["failed", "completed"]
+    assert "exit 137" in history["error"].iloc[0]
+    assert pretrain["started_at"].item().isoformat() == result.started_at
