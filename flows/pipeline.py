@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from .params import FINETUNE_TASKS, PipelineParams
 from .stages import StageResult
-from .sweep import plan_sweep
+from .sweep import SweepPoint, plan_sweep
 from .tasks import execute, resolve, stage_job
 
 # Threads that wait for stages; the concurrency limits, not this, bound how many run at once.
@@ -91,8 +91,11 @@ def sweep(params_file: str = "params.yaml", name: str = "sweep", models: list[st
     reused while its key is unchanged, every point's fine-tunes at once (bounded by the training
     concurrency limit), one benchmark per model. Returns each point's stage results."""
     points = plan_sweep(params_file, name, models, variants, seeds, recipes, tasks)
-    groups = {point.group: point for point in points}  # the first point of each (model, recipe)
-    models_first = {point.model: point for point in points}
+    groups: dict[tuple[str, str], SweepPoint] = {}  # the first point of each (model, recipe), and of each model
+    models_first: dict[str, SweepPoint] = {}
+    for point in points:
+        groups.setdefault(point.group, point)
+        models_first.setdefault(point.model, point)
     first = points[0]
     print(f"sweep {name}: {len(points)} experiments, {len(groups)} pre-training(s): "
           + ", ".join(point.name for point in points))

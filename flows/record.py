@@ -10,7 +10,7 @@ from typing import Any
 
 import fsspec
 
-from services.store import ResultsWriter, open_writer
+from services.store import ResultsWriter, open_writer, read_metrics_jsonl
 
 from .params import PipelineParams
 
@@ -50,18 +50,17 @@ def result_times(params: PipelineParams, stage: str, result: StageResult) -> tup
     return finished - timedelta(seconds=result.seconds), finished
 
 
-def result_rows(result: StageResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The stage's metric rows (final values and curves) and benchmark rows, in the store's shape."""
-    metrics = list(result.metrics)
+def result_rows(result: StageResult) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The stage's metric rows (final values and curves: mappings or ``MetricRow``) and benchmark rows, in
+    the store's shape."""
+    metrics: list[Any] = list(result.metrics)
     for curve in result.curves:
         if curve.get("format") == "rows":
             metrics += read_rows(curve["url"])
-        else:
-            metrics += [{"task": curve["task"], "dataset": curve["dataset"], "split": curve.get("split", "train"),
-                         "name": name, "value": value, "step": record["step"], "model": curve.get("model", ""),
-                         "variant": curve.get("variant", "")}
-                        for record in read_rows(curve["url"]) for name, value in record.items()
-                        if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)]
+        else:  # one record per step with several values (pre-training's metrics.jsonl)
+            metrics += read_metrics_jsonl(curve["url"], task=curve["task"], dataset=curve["dataset"],
+                                          split=curve.get("split", "train"), model=curve.get("model", ""),
+                                          variant=curve.get("variant", ""))
     return metrics, [benchmark_row(row) for row in result.benchmarks]
 
 

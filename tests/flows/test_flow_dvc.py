@@ -162,3 +162,17 @@ def test_dvc_repro_reruns_only_changed_stages_and_exp_run_leaves_workspace(dvc_r
            for commit in experiments for experiment in (commit.get("experiments") or [])
            for run in experiment["revs"]]
     assert 3.0e-3 in lrs
+
+
+def test_dvc_repro_prepare_data_with_the_data_root_elsewhere(dvc_repo, dvc_env, tmp_path):
+    """The README's advice for real runs: data.root outside the repository. dvc.yaml takes its paths from
+    params.yaml, so the data land (and are looked for) there, and DVC neither caches nor deletes them."""
+    elsewhere = tmp_path / "datasets"
+    set_param(dvc_repo, "data.root", str(elsewhere))
+    assert ran(dvc(dvc_repo, dvc_env, "repro", "prepare_data")) == ["prepare_data"]
+    manifest = json.loads((elsewhere / "imagenet" / "manifest.json").read_text())
+    assert manifest["counts"]
+    assert not (dvc_repo / "outputs" / "data").exists()
+    assert changed(dvc_repo, dvc_env) >= {"pretrain"} and "prepare_data" not in changed(dvc_repo, dvc_env)
+    cache = dvc_repo / ".dvc" / "cache"
+    assert not cache.exists() or not any(path.is_file() for path in cache.rglob("*"))  # no copy of the data

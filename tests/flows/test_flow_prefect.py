@@ -26,6 +26,14 @@ def test_pretrain_flow_records_curve_and_export_once(tiny_params, store_url):
     assert set(runs["flow_name"]) == {"prepare_data", "pretrain"}
     assert set(runs["status"]) == {"completed"}
     assert curve_rows >= 3  # loss (and more) for each of the 3 steps
+    from prefect.artifacts import Artifact
+
+    from flows.report import artifact_key
+
+    published = Artifact.get(artifact_key("test", "pretrain"))  # the stage's results in the Prefect UI
+    assert published.type == "markdown" and "| pretrain | imagenet | train | loss |" in published.data
+    assert f"key `{result.key}`" in published.data and "[test](http://127.0.0.1:8501/?experiment=test)" in published.data
+    assert "curves.csv](file://" in published.data
     pipeline.pretrain(str(tiny_params))  # cached stage, recorded again: same run, same rows
     with open_reader(store_url) as reader:
         assert len(reader.runs(experiment="test")) == len(runs)
