@@ -118,3 +118,48 @@ def test_a_forced_stage_resumes_its_run_folder_and_a_fresh_one_starts_over(tmp_p
 
     run_stage("pretrain", params, force=True, fresh=True)
     assert checkpoint.stat().st_mtime_ns != written
+
+
+def test_the_world_size_is_in_the_training_stages_keys(tmp_path):
+    """experiment.gpus sets the global batch and the scaled learning rate: a training stage run on 8 GPUs
+    is not the cached result of a 1-GPU run; data preparation and the benchmark do not depend on it."""
+    from flows.stages import stage_inputs
+
+    one = PipelineParams.load(write_params(tmp_path))
+    eight = PipelineParams.load(write_params(tmp_path, experiment={"gpus": 8}))
+    for stage in ("pretrain", "finetune_classification"):
+        assert stage_key(stage, stage_inputs(stage, one)) != stage_key(stage, stage_inputs(stage, eight))
+    for stage in ("prepare_data", "benchmark_acceleration"):
+        assert stage_key(stage, stage_inputs(stage, one)) == stage_key(stage, stage_inputs(stage, eight))
+
+
+def test_a_training_stage_on_several_gpus_relaunches_itself_under_torchrun(tmp_path, monkeypatch):
+    """`python -m flows.stages pretrain` (what the flows and dvc.yaml run) becomes torchrun with one process
+    per GPU; under torchrun (TORCHELASTIC_RUN_ID set) it runs the stage instead of launching again."""
+    from flows import stages
+
+    params = write_params(tmp_path, experiment={"gpus": 4})
+    launched = []
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setattr(stages.os, "execv", lambda path, command: launched.append(command) or exit(0))
+    with pytest.raises(SystemExit):
+        stages.main(["pretrain", "--params", str(params), "--force"])
+    assert launched[0][1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert launched[0][-4:] == ["pretrain", "--params", str(params), "--force"]
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-1")
+    ran = []
+    monkeypatch.setattr(stages, "run_stage", lambda stage, *args, **kwargs: ran.append(stage) or StageResult(stage, "k"))
+    assert stages.main(["pretrain", "--params", str(params)]) == 0
+    assert ran == ["pretrain"] and len(launched) == 1
+
+
+def test_a_stage_records_when_it_really_ran(tiny_params):
+    params = PipelineParams.load(tiny_params)
+    before = time.time()
+    result = run_stage("prepare_data", params)
+    from datetime import datetime
+
+    started, finished = datetime.fromisoformat(result.started_at), datetime.fromisoformat(result.finished_at)
+    assert before <= started.timestamp() <= finished.timestamp() <= time.time()
+    assert abs((finished - started).total_seconds() - result.seconds) < 0.5
