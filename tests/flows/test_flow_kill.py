@@ -171,7 +171,7 @@ def test_finetune_segmentation_killed_between_checkpoints_resumes_from_its_last_
     stage("finetune_segmentation", killed)
     assert (run / "iter_2.pth").stat().st_mtime_ns == first_checkpoint  # resumed, not trained again
     expected, got = (p.parent / "outputs" / "finetune_segmentation" for p in (whole, killed))
-    assert [row["step"] for row in jsonl(got / "run" / "curve.jsonl") if row["name"] == "loss"] == [1, 2, 3, 4]
+    assert jsonl(got / "run" / "curve.jsonl") == jsonl(expected / "run" / "curve.jsonl")
     import torch
 
     want = torch.load(expected / "run" / "iter_4.pth", weights_only=False)["state_dict"]
