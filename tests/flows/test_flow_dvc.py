@@ -76,7 +76,7 @@ def git(repo: Path, *arguments: str) -> str:
 
 def dvc(repo: Path, env: dict[str, str], *arguments: str) -> str:
     process = subprocess.run([str(BIN / "dvc"), *arguments], cwd=repo, env=env, capture_output=True, text=True,
-                             timeout=300)
+                             timeout=900)
     assert process.returncode == 0, f"dvc {' '.join(arguments)} failed:\n{process.stdout}\n{process.stderr}"
     return process.stdout
 
