@@ -87,14 +87,17 @@ class PixelDecoder(nn.Module):
     """MIM head: pyramid levels -> summed unit tokens -> mask-token fill -> transformer -> pixels."""
 
     def __init__(self, fpn_dim: int, dim: int = 512, depth: int = 8, num_heads: int = 16,
-                 mlp_ratio: float = 4.0, patch: int = PATCH_SIZE, in_chans: int = 3):
+                 mlp_ratio: float = 4.0, patch: int = PATCH_SIZE, in_chans: int = 3,
+                 level_sizes: Sequence[int] = LEVEL_SIZES):
+        """``fpn_dim``: channels of every level; ``level_sizes``: sub-tokens per unit side of each level
+        (``(1,)`` for the stage-3 tokens alone, when pre-training without the pyramid)."""
         super().__init__()
-        if dim % 16:
-            raise ValueError(f"decoder_dim must be a multiple of 16 (the stride-4 level has 16 sub-tokens per "
-                             f"unit), got {dim}")
+        if dim % max(level_sizes) ** 2:
+            raise ValueError(f"decoder_dim must be a multiple of {max(level_sizes) ** 2} (the finest level has that "
+                             f"many sub-tokens per unit), got {dim}")
         self.dim = dim
         self.level_proj = nn.ModuleList([
-            nn.Sequential(nn.LayerNorm(fpn_dim), nn.Linear(fpn_dim, dim // (size * size))) for size in LEVEL_SIZES
+            nn.Sequential(nn.LayerNorm(fpn_dim), nn.Linear(fpn_dim, dim // (size * size))) for size in level_sizes
         ])
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList([DecoderBlock(dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
@@ -154,14 +157,19 @@ class TeacherTargets:
 
 class IntegralPretrainModel(nn.Module):
     """A ``HiViT`` with ``pyramid=True`` (``encoder``, exported unchanged for fine-tuning), the MIM
-    pixel decoder and the MFM heads. ``forward`` returns the named loss terms."""
+    pixel decoder and the MFM heads. ``forward`` returns the named loss terms.
+
+    An encoder without the pyramid is the paper's "without integral pre-training" ablation (Table 8,
+    first row; Figure 7's HiViT curve): MAE on HiViT, the decoder reading the stage-3 tokens alone
+    (``V = U^S``), pixel MIM only."""
 
     def __init__(self, encoder: HiViT, mfm: MfmMode = "stages", *, clip_dim: Optional[int] = None,
                  mfm_weight: float = 0.3, mfm_loss: FeatureLoss = "mse", decoder_dim: int = 512,
                  decoder_depth: int = 8, decoder_heads: int = 16, norm_pix_loss: bool = True):
         super().__init__()
-        if encoder.pyramid is None:
-            raise ValueError("integral pre-training trains the backbone and the feature pyramid together: build "
+        if encoder.pyramid is None and mfm != "none":
+            raise ValueError("an encoder without the feature pyramid (integral=False: HiViT pre-trained alone, as the "
+                             "paper's Table 8 first row) has no pyramid levels for MFM: use teacher='none', or build "
                              "the encoder with pyramid=True")
         if mfm not in ("stages", "clip", "none"):
             raise ValueError(f"mfm must be 'stages', 'clip' or 'none', got {mfm!r}")
@@ -172,8 +180,12 @@ class IntegralPretrainModel(nn.Module):
         self.mfm_weight = mfm_weight
         self.mfm_loss = mfm_loss
         self.norm_pix_loss = norm_pix_loss
-        fpn_dim = encoder.pyramid.fpn_dim
-        self.decoder = PixelDecoder(fpn_dim, decoder_dim, decoder_depth, decoder_heads, in_chans=encoder.in_chans)
+        if encoder.pyramid is not None:
+            fpn_dim = encoder.pyramid.fpn_dim
+            self.decoder = PixelDecoder(fpn_dim, decoder_dim, decoder_depth, decoder_heads, in_chans=encoder.in_chans)
+        else:  # MAE on HiViT: the decoder reads the stage-3 tokens alone
+            self.decoder = PixelDecoder(encoder.embed_dim, decoder_dim, decoder_depth, decoder_heads,
+                                        in_chans=encoder.in_chans, level_sizes=(1,))
         dims = (encoder.embed_dim, encoder.embed_dim // 2, encoder.embed_dim // 4)
         self.stage_heads = StageFeatureHeads(fpn_dim, dims) if mfm == "stages" else None
         self.clip_head = ClipFeatureHead(fpn_dim, clip_dim) if mfm == "clip" else None
@@ -190,7 +202,8 @@ class IntegralPretrainModel(nn.Module):
         """``images`` in [0, 1]; returns ``loss`` (what is minimised), ``mim`` and one ``mfm_*`` per term."""
         normalized = normalize(images, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
         out = self.encoder.forward_backbone(normalized, mask.ids_keep)
-        levels = self.encoder.pyramid(out.stage1, out.stage2, out.tokens)
+        levels = self.encoder.pyramid(out.stage1, out.stage2, out.tokens, out.layout) \
+            if self.encoder.pyramid is not None else [out.tokens[:, :, None, None, :]]
         prediction = self.decoder(levels, mask, out.grid)
         losses = {"mim": self.pixel_loss(prediction, normalized, mask)}
         if self.mfm != "none":
