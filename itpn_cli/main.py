@@ -262,6 +262,29 @@ def dashboard(port: int = typer.Option(8501), address: str = typer.Option("127.0
                                      env={**os.environ, **streamlit_env()}))
 
 
+@app.command()
+def doctor() -> None:
+    """What this environment has (Python, torch and GPU, timm, OpenMMLab and mmcv's compiled ops, Prefect,
+    DVC, Streamlit, Chromium, the store and the state directory); exits 1, naming the fix, when something
+    the demo needs is missing."""
+    from itpn_cli.doctor import FAIL, failed, run_checks
+
+    checks = run_checks()
+    table = Table(title="itpn doctor")
+    for column in ("component", "status", "details", "fix"):
+        table.add_column(column, overflow="fold")
+    colours = {"ok": "green", "info": "cyan", "warn": "yellow", FAIL: "red"}
+    for check in checks:
+        table.add_row(check.name, Text(check.status, style=colours[check.status]), Text(check.detail), Text(check.fix))
+    console.print(table)
+    missing = failed(checks)
+    if missing:
+        console.print(f"[red]{len(missing)} thing(s) the demo needs are missing or broken:[/red] "
+                      + ", ".join(check.name for check in missing))
+        raise typer.Exit(1)
+    console.print("[green]ready:[/green] everything `itpn demo` needs is here")
+
+
 @store_app.command("upgrade")
 def store_upgrade(url: Optional[str] = typer.Option(None, help="store URL (default: ITPN_STORE_URL or "
                                                                    "the SQLite file in the state directory)")) -> None:
