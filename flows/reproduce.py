@@ -12,8 +12,8 @@ beside the paper's numbers (``itpn reproduce TABLE --scale demo|small|paper``).
 
 A scale is a parameters file, ``configs/reproduce/<scale>.yaml``: the data, model and recipes every row
 shares. Each row's parameters are that file plus its row's changes, written beside its outputs and run
-through the pipeline's own stages (``flows.stages``, subprocesses as in ``experiment``); pre-trainings that
-several rows share run once. Every stage is recorded in the store under ``reproduce-<table>-<scale>``
+through the pipeline's own stages (``flows.stages``, subprocesses as in ``experiment``); the prepared data
+and the pre-trainings several rows share run once (``experiment.stage_dirs``). Every stage is recorded in the store under ``reproduce-<table>-<scale>``
 with ``reproduce: {table, scale, row, variant}`` in its params. Data: generated at the scale's sizes, or
 ``data_root``, a URL holding the data sets in their real layouts (README, "Real data"); generated data
 go to ``<output_dir>/datasets``.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -36,7 +35,7 @@ from services.paper_tables import experiment_name
 from services.store import open_writer
 
 from .params import PipelineParams
-from .record import git_commit, record_result
+from .record import git_commit, result_rows, result_times
 from .stages import REPO_ROOT, StageResult
 from .tasks import run_stage
 
@@ -137,20 +136,6 @@ def _write(directory: Path, values: dict[str, Any]) -> str:
     return str(path)
 
 
-def _link(link: Path, target: Path) -> None:
-    """``link`` -> ``target`` (a stage folder another job writes): the row's stages read it as their own."""
-    if link.is_symlink() or link.exists():
-        if link.is_symlink() and os.readlink(link) == str(target):
-            return
-        if link.is_symlink():
-            link.unlink()
-        else:
-            raise FileExistsError(f"{link} exists and is not the link to {target}; remove it")
-    link.parent.mkdir(parents=True, exist_ok=True)
-    target.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(target, target_is_directory=True)
-
-
 def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir: Optional[str] = None) -> list[Job]:
     """The jobs of ``table`` at ``scale`` in the order they run; writes each job's parameters file.
 
@@ -176,6 +161,8 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
     base["finetune"] = {task: base["finetune"][task] for task in tasks}
     per_variant = scale == "paper"  # the paper fine-tunes each variant; smaller scales evaluate one model
 
+    data_dir = str(root / "data" / "prepare_data")  # every job reads the one prepared data set
+    base["experiment"]["stage_dirs"] = {"prepare_data": data_dir}
     jobs = [Job("prepare_data", [], _write(root / "data", _merge(base, {"experiment": {"output_dir": str(root / "data")}})))]
     pretrainings: dict[str, Job] = {}
     for row in spec.rows:
@@ -197,17 +184,15 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
         shared_finetune = spec.benchmark and not per_variant
         row_dir = root / ("all-variants" if shared_finetune else row.name)
         values["experiment"]["output_dir"] = str(row_dir)
-        _link(row_dir / "prepare_data", root / "data" / "prepare_data")
         if row.pretrain is not None:  # rows with the same model and pre-training share one run
             key = _digest([values["experiment"]["model_kwargs"], values["pretrain"]])
             if key not in pretrainings:
                 folder = root / f"pretrain-{row.name}"
-                _link(folder / "prepare_data", root / "data" / "prepare_data")
                 pretrainings[key] = Job("pretrain", [], _write(folder, _merge(values, {
                     "experiment": {"output_dir": str(folder)}})))
                 jobs.append(pretrainings[key])
             pretrainings[key].rows.append(row.name)
-            _link(row_dir / "pretrain", Path(pretrainings[key].params_file).parent / "pretrain")
+            values["experiment"]["stage_dirs"]["pretrain"] = str(Path(pretrainings[key].params_file).parent / "pretrain")
         params_file = _write(row_dir, values)
         for task in tasks:
             existing = next((job for job in jobs if job.params_file == params_file and job.stage == f"finetune_{task}"),
@@ -219,7 +204,6 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
     if spec.benchmark:
         bench = _merge(base, {"experiment": {"output_dir": str(root / "benchmark")},
                               "benchmark": {"variants": spec.variants}})
-        _link(root / "benchmark" / "prepare_data", root / "data" / "prepare_data")
         jobs.append(Job("benchmark_acceleration", spec.variants, _write(root / "benchmark", bench)))
     return jobs
 
@@ -230,18 +214,20 @@ def record_job(job: Job, table: str, scale: str, result: StageResult) -> list[in
     """The job's result as one store run per row it serves (a re-run replaces its rows)."""
     params = PipelineParams.load(job.params_file)
     experiment = experiment_name(table, scale)
+    started, finished = result_times(params, job.stage, result)
+    metrics, benchmarks = result_rows(result)
     run_ids = []
     with open_writer() as writer:
         for row in job.rows or [""]:
             variant = next((spec.variant for spec in TABLES[table].rows if spec.name == row), "")
-            run_id = writer.start_run(
-                experiment, f"{experiment}:{row or 'shared'}:{job.stage}:{result.key}", flow_name=job.stage,
+            recorded = writer.record_run(
+                experiment, f"{experiment}:{row or 'shared'}:{job.stage}:{result.key}", started_at=started,
+                finished_at=finished, metrics=metrics, benchmarks=benchmarks,
+                artifacts={name: url for name, url in result.outputs.items() if url}, flow_name=job.stage,
                 git_commit=git_commit(), hardware=result.hardware,
                 params={"reproduce": {"table": table, "scale": scale, "row": row, "variant": variant},
                         **params.model_dump()})
-            record_result(writer, run_id, result)
-            writer.finish_run(run_id)
-            run_ids.append(run_id)
+            run_ids.append(recorded["run_id"])
     return run_ids
 
 

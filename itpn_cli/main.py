@@ -35,26 +35,34 @@ def _offline() -> None:
 
 
 def _stage_table(stages: list[str], params_file: str, started: float) -> Table:
+    """Each stage's state: done (this run), running (its run folder claimed since the start: several at
+    once when the fine-tunes fan out), cached (unchanged inputs and code) or waiting (for its turn or a
+    free training slot); ``start`` is when it began, counted from the experiment's start."""
+    from datetime import datetime
+
     from flows.params import PipelineParams
     from flows.stages import StageResult
 
     params = PipelineParams.load(params_file)
-    table = Table(title=f"experiment '{params.experiment.name}' ({time.time() - started:.0f} s)")
-    for column in ("stage", "status", "seconds", "result"):
-        table.add_column(column)
-    running_shown = False
+    now = time.time()
+    table = Table(title=f"experiment '{params.experiment.name}' ({now - started:.0f} s)")
+    for column in ("stage", "status", "start", "seconds", "result"):
+        table.add_column(column, justify="right" if column in ("start", "seconds") else "left")
     for stage in stages:
         path = params.stage_dir(stage) / "result.json"
+        claimed = params.stage_dir(stage) / "run" / ".stage_key"
         if path.exists() and path.stat().st_mtime >= started - 1:
             result = StageResult.read(path)
-            table.add_row(stage, "[green]done", f"{result.seconds:.0f}", Text(_result_summary(result)))
+            begin = datetime.fromisoformat(result.started_at).timestamp() if result.started_at else None
+            table.add_row(stage, "[green]done", f"+{begin - started:.0f}" if begin else "", f"{result.seconds:.0f}",
+                          Text(_result_summary(result)))
+        elif claimed.exists() and claimed.stat().st_mtime >= started - 1:
+            begin = claimed.stat().st_mtime
+            table.add_row(stage, "[yellow]running", f"+{begin - started:.0f}", f"{now - begin:.0f}", "")
         elif path.exists():
-            table.add_row(stage, "[cyan]cached", "", "unchanged inputs and code")
-        elif not running_shown:
-            table.add_row(stage, "[yellow]running", "", "")
-            running_shown = True
+            table.add_row(stage, "[cyan]cached", "", "", "unchanged inputs and code")
         else:
-            table.add_row(stage, "[dim]waiting", "", "")
+            table.add_row(stage, "[dim]waiting", "", "", "")
     return table
 
 

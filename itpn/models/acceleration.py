@@ -12,10 +12,14 @@ dropped (see ``token_migration``; ``token_gathering`` describes the window atten
 Choices where the paper is silent (see also the two modules' docstrings):
 
 - Migration runs in the windows of the attention (the whole image under global attention), so
-  every window keeps the same number of tokens and a batch stays rectangular. By default it
-  drops in stage-3 layers 0, 1 and 2: "from the first layer of stage 3 on", with almost all of
-  stage 3 running on the reduced set; ``migration_layers`` changes that.
-- Classification pools over the full replenished grid, just as the pyramid sees it.
+  every window keeps the same number of tokens and a batch stays rectangular. By default every
+  stage-3 layer drops its share (eq. 6, ``migration_schedule="per_layer"``); ``migration_r`` sets
+  the paper's r (tokens per window and layer) directly; ``migration_30_front_loaded`` is the
+  schedule that drops everything in layers 0-2 (see ``token_migration``).
+- Stochastic depth is drawn per image (``per_image_drop_path``): windows and gathering tokens of
+  one image keep or lose a block's update together, as the unaccelerated block does.
+- The classifier pools the tokens that stayed in stage 3 or the whole replenished grid
+  (``HiViT(global_pool=...)``); the pyramid always sees the whole grid.
 - ``migration_30_gathering`` is the paper's full speed-up ("token migration and gathering tokens,
   further using relative position embedding", Fig. 5): 30 % migration, window attention with
   gathering tokens and HRPE (the "W/ Speedup" row of Table 7).
@@ -27,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import partial
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.utils.checkpoint
@@ -39,21 +43,23 @@ from .token_gathering import (
     as_pair,
     attention_with_gathering,
     cross_attention_biases,
+    window_attention,
     window_attention_bias,
 )
-from .token_migration import migration_counts, replenish, select_migrated, take_tokens
+from .token_migration import MIGRATION_SCHEDULES, migration_counts, replenish, select_migrated, take_tokens
 
 POSITION_BIASES = ("none", "hrpe", "rpe")
 DEFAULT_WINDOW_SIZE = 16
-DEFAULT_MIGRATION_LAYERS = (0, 1, 2)
 
 
 @dataclass(frozen=True)
 class AccelerationConfig:
     """One acceleration of stage 3.
 
-    ``migration_ratio``: fraction of each window's tokens migrated out of the backbone, shared by
-    the stage-3 ``migration_layers`` (indices past the model's depth are ignored).
+    ``migration_ratio``: fraction of each window's tokens migrated out of the backbone by the end
+    of stage 3 (Fig. 5's 10-40 %); ``migration_r``: instead, r tokens per window dropped in every
+    layer (eq. 6); ``migration_schedule``: ``"per_layer"`` (eq. 6) or ``"front_loaded"`` (the whole
+    ratio in stage-3 layers 0-2), see ``token_migration.migration_counts``.
     ``window_size``: tokens per window side (int or (h, w)); None is global attention.
     ``gathering``: one gathering token per window and the O(N K) cross-attention step.
     ``position_bias``: ``"hrpe"`` a relative position bias for window attention, ``"rpe"`` for
@@ -63,7 +69,8 @@ class AccelerationConfig:
 
     name: str = "custom"
     migration_ratio: float = 0.0
-    migration_layers: tuple[int, ...] = DEFAULT_MIGRATION_LAYERS
+    migration_r: Optional[int] = None
+    migration_schedule: str = "per_layer"
     window_size: Optional[int | tuple[int, int]] = None
     gathering: bool = False
     position_bias: str = "none"
@@ -74,6 +81,11 @@ class AccelerationConfig:
         problems = []
         if not 0.0 <= self.migration_ratio < 1.0:
             problems.append(f"migration_ratio must be in [0, 1), got {self.migration_ratio}")
+        if self.migration_r is not None and (self.migration_r < 1 or self.migration_ratio):
+            problems.append(f"migration_r is the tokens per window and layer (at least 1) and replaces "
+                            f"migration_ratio: got migration_r={self.migration_r}, migration_ratio={self.migration_ratio}")
+        if self.migration_schedule not in MIGRATION_SCHEDULES:
+            problems.append(f"migration_schedule must be one of {MIGRATION_SCHEDULES}, got {self.migration_schedule!r}")
         if self.window_size is not None and min(as_pair(self.window_size)) < 1:
             problems.append(f"window_size must be positive, got {self.window_size}")
         if self.gathering and self.window_size is None:
@@ -93,7 +105,30 @@ class AccelerationConfig:
     @property
     def is_baseline(self) -> bool:
         """True when nothing is accelerated: the model runs its own, untouched stage 3."""
-        return not self.migration_ratio and self.window_size is None
+        return not self.migration and self.window_size is None
+
+    @property
+    def migration(self) -> bool:
+        """True when tokens migrate out of stage 3."""
+        return bool(self.migration_ratio or self.migration_r)
+
+    def migration_counts(self, grid: tuple[int, int], depth: int) -> dict[int, int]:
+        """Tokens each stage-3 layer (of ``depth``) drops from every window of a ``grid`` (Hp, Wp)."""
+        tokens = WindowLayout.for_grid(grid, self.window_size).tokens_per_window
+        return migration_counts(tokens, depth, ratio=self.migration_ratio, r=self.migration_r,
+                                schedule=self.migration_schedule)
+
+    def describe_migration(self, grid: tuple[int, int], depth: int) -> str:
+        """The schedule in the paper's terms for a ``grid``: r per layer and the share that leaves,
+        e.g. ``"r = 3-4 per window in 24 of 24 layers: 77 of 256 tokens (30.1 %)"``."""
+        counts = self.migration_counts(grid, depth)
+        if not counts:
+            return "no migration"
+        tokens = WindowLayout.for_grid(grid, self.window_size).tokens_per_window
+        low, high, total = min(counts.values()), max(counts.values()), sum(counts.values())
+        r = str(low) if low == high else f"{low}-{high}"
+        return (f"r = {r} per window in {len(counts)} of {depth} layers: {total} of {tokens} tokens "
+                f"({100 * total / tokens:.1f} %)")
 
     def replace(self, **changes: object) -> "AccelerationConfig":
         """A copy with ``changes`` (e.g. another ``window_size``), validated again."""
@@ -105,8 +140,10 @@ def _variants() -> dict[str, AccelerationConfig]:
     configs = [
         AccelerationConfig("baseline", description="no acceleration (Fig. 5 and Table 7, first row)"),
         *[AccelerationConfig(f"migration_{percent}", migration_ratio=percent / 100,
-                             description=f"token migration of {percent}% of the tokens (Fig. 5)")
+                             description=f"token migration of {percent}% of the tokens, r per layer (Fig. 5, eq. 6)")
           for percent in (10, 20, 30, 40)],
+        AccelerationConfig("migration_30_front_loaded", migration_ratio=0.3, migration_schedule="front_loaded",
+                           description="token migration of 30% of the tokens, all in stage-3 layers 0-2 (ours)"),
         AccelerationConfig("window", **window, description="window attention (Fig. 5; Table 7, WMSA)"),
         AccelerationConfig("window_hrpe", **window, position_bias="hrpe",
                            description="window attention with its relative position bias (Table 7, WMSA + HRPE)"),
@@ -150,12 +187,38 @@ class AcceleratedLayer(nn.Module):
             self.readback_gate = nn.Parameter(torch.zeros(dim))
 
 
+def per_image_drop_path(drop_path: nn.Module, batch: int, reference: torch.Tensor
+                        ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Stochastic depth of one residual branch, drawn once per image of a windowed batch.
+
+    ``drop_path`` is the block's timm ``DropPath`` (or Identity). timm draws one keep/drop per
+    row of the tensor it gets, i.e. per window of a ``(B*K, n, C)`` batch; the unaccelerated block
+    draws per image. The returned function scales any update whose rows are grouped by image
+    (``(B*K, n, C)`` windows, ``(B, K, C)`` gathering tokens) with the same per-image draw, so every
+    window and gathering token of an image keeps or loses the branch together. Same keep
+    probability and ``scale_by_keep`` as timm's ``drop_path``; identity in eval mode.
+    """
+    probability = getattr(drop_path, "drop_prob", 0.0)
+    if not drop_path.training or not probability:
+        return lambda update: update
+    keep = 1.0 - probability
+    scale = reference.new_empty(batch).bernoulli_(keep)
+    if keep > 0.0 and getattr(drop_path, "scale_by_keep", True):
+        scale.div_(keep)
+
+    def apply(update: torch.Tensor) -> torch.Tensor:
+        return (update.reshape(batch, -1, update.shape[-1]) * scale[:, None, None]).reshape(update.shape)
+
+    return apply
+
+
 class Stage3Accelerator(nn.Module):
     """Runs a model's stage-3 blocks with migration and/or window attention and gathering tokens.
 
     Holds only the new parameters; the blocks stay the model's own, so the pre-trained weights
-    are used as they are. Called by ``HiViT.forward_stage3`` as ``accelerator(model, tokens, grid)``
-    and returns the full ``(B, Hp*Wp, C)`` grid.
+    are used as they are. Called by ``HiViT`` as ``accelerator(model, tokens, grid)``; returns the
+    full ``(B, Hp*Wp, C)`` grid and, when tokens migrated, the ``(B, Hp*Wp)`` mask of the positions
+    whose tokens stayed through every block (None otherwise).
     """
 
     def __init__(self, config: AccelerationConfig, dim: int, num_heads: int, depth: int):
@@ -169,7 +232,8 @@ class Stage3Accelerator(nn.Module):
     def extra_repr(self) -> str:
         return f"variant={self.config.name!r}"
 
-    def forward(self, model: nn.Module, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def forward(self, model: nn.Module, tokens: torch.Tensor, grid: tuple[int, int]
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         batch, num_positions, channels = tokens.shape
         layout = WindowLayout.for_grid(grid, self.config.window_size)
         windows = layout.partition(tokens)  # (B, K, n, C)
@@ -179,8 +243,7 @@ class Stage3Accelerator(nn.Module):
             valid = (positions < num_positions).expand(batch, -1, -1) if layout.has_padding else None
             gathering = self.gathering(windows, valid).reshape(-1, 1, channels)
             sequences = torch.cat([sequences, gathering], dim=1)
-        counts = migration_counts(self.config.migration_ratio, self.config.migration_layers,
-                                  layout.tokens_per_window, len(model.blocks))
+        counts = self.config.migration_counts(grid, len(model.blocks))
         stored_tokens, stored_positions = [], []
         for index, block in enumerate(model.blocks):
             step = partial(self._run_block, index, block, layout, counts.get(index, 0), batch)
@@ -195,9 +258,15 @@ class Stage3Accelerator(nn.Module):
         kept = sequences.shape[1] - (self.gathering is not None)
         if positions.shape[0] != sequences.shape[0]:
             positions = positions.repeat(batch, 1)
+        stayed_positions = positions.reshape(batch, -1)
         all_tokens = torch.cat([sequences[:, :kept].reshape(batch, -1, channels), *stored_tokens], dim=1)
-        all_positions = torch.cat([positions.reshape(batch, -1), *stored_positions], dim=1)
-        return replenish(all_tokens, all_positions, num_positions)
+        all_positions = torch.cat([stayed_positions, *stored_positions], dim=1)
+        grid_tokens = replenish(all_tokens, all_positions, num_positions)
+        if not stored_tokens:
+            return grid_tokens, None
+        stayed = torch.zeros(batch, num_positions + 1, dtype=torch.bool, device=tokens.device)
+        stayed = stayed.scatter(1, stayed_positions, True)[:, :num_positions]
+        return grid_tokens, stayed
 
     def _run_block(self, index: int, block: nn.Module, layout: WindowLayout, drop_count: int, batch: int,
                    sequences: torch.Tensor, positions: torch.Tensor
@@ -225,8 +294,7 @@ class Stage3Accelerator(nn.Module):
         window_table = layer.window_bias_table if layer is not None else None
         table_window = as_pair(self.config.window_size) if window_table is not None else layout.window
         bias = window_attention_bias(attention, window_table, table_window, positions, layout, with_gathering)
-        if bias is not None and bias.shape[0] not in (1, sequences.shape[0]):
-            bias = bias.repeat(batch, 1, 1, 1)  # positions still shared by the batch: one copy per image
+        attention_drop = per_image_drop_path(block.drop_path, batch, sequences)
         if with_gathering:
             key_mask = None
             if layout.has_padding:
@@ -236,10 +304,12 @@ class Stage3Accelerator(nn.Module):
                 cross_biases = cross_attention_biases(layer.cross_bias_table, layout, count,
                                                       self.config.cross_bias_extent)
             sequences = attention_with_gathering(block, sequences, queries, keys, values, bias, layer.readback_gate,
-                                                 batch, key_mask, cross_biases)
+                                                 batch, key_mask, cross_biases, attention_drop)
         else:
-            sequences = sequences + block.drop_path(block.ls1(attention.attend(queries, keys, values, bias)))
-        sequences = sequences + block.drop_path(block.ls2(block.mlp(block.norm2(sequences))))
+            heads_out = window_attention(queries, keys, values, bias, batch)
+            sequences = sequences + attention_drop(block.ls1(attention.proj(heads_out.transpose(1, 2).flatten(2))))
+        mlp_drop = per_image_drop_path(block.drop_path, batch, sequences)
+        sequences = sequences + mlp_drop(block.ls2(block.mlp(block.norm2(sequences))))
         return sequences, positions, dropped
 
 

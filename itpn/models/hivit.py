@@ -9,9 +9,10 @@ stem and pyramid block instead of the channel-only C-MLP (``layers.ConvMixMlp``)
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.utils.checkpoint
@@ -33,6 +34,9 @@ from .layers import (
 )
 from .pyramid import FeaturePyramid
 from ._registry import create_backbone, default_cfg
+from .checkpoint import is_official_layout, load_state_dict_checked
+
+log = logging.getLogger(__name__)
 
 PATCH_SIZE = 16
 
@@ -43,7 +47,8 @@ class BackboneOutput:
 
     ``stage1``/``stage2`` are unit tensors ``(B, L, 4, 4, C/4)`` / ``(B, L, 2, 2, C/2)``,
     ``tokens`` the stage-3 output ``(B, L, C)``; ``L`` counts all units of the ``grid``
-    or, for a masked forward, the visible units ``ids_keep``.
+    or, for a masked forward, the visible units ``ids_keep``. ``stayed`` ``(B, L)`` marks the
+    tokens that went through every stage-3 block when token migration is on (None otherwise).
     """
 
     stage1: torch.Tensor
@@ -51,6 +56,10 @@ class BackboneOutput:
     tokens: torch.Tensor
     grid: tuple[int, int]
     ids_keep: Optional[torch.Tensor] = None
+    stayed: Optional[torch.Tensor] = None
+
+
+GLOBAL_POOLS = ("avg", "avg_stayed")
 
     @property
     def layout(self) -> UnitLayout:
@@ -77,6 +86,7 @@ class HiViT(nn.Module):
         init_values: Optional[float] = None,
         rpe: bool = False,
         final_norm: str = "post_pool",
+        global_pool: str = "avg_stayed",
         pyramid: bool = False,
         cmlp: bool = True,
         fpn_dim: int = 256,
@@ -93,6 +103,8 @@ class HiViT(nn.Module):
             raise TypeError(f"unknown model arguments: {sorted(unused)}")
         if final_norm not in ("pre_pool", "post_pool"):
             raise ValueError(f"final_norm must be 'pre_pool' or 'post_pool', got {final_norm!r}")
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
         if pyramid and num_classes:
             raise ValueError("a model with the feature pyramid is a dense-prediction backbone: "
                              f"build it with num_classes=0 (got num_classes={num_classes})")
@@ -103,6 +115,7 @@ class HiViT(nn.Module):
         self.embed_dim = self.num_features = embed_dim
         self.depths = tuple(depths)
         self.final_norm = final_norm
+        self.global_pool = global_pool
         self.pyramid_extra_levels = pyramid_extra_levels
         self.pos_grid = (img_size[0] // PATCH_SIZE, img_size[1] // PATCH_SIZE)
         self.grad_checkpointing = False
@@ -174,12 +187,30 @@ class HiViT(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         if num_classes and self.pyramid is not None:
             raise ValueError("a model with the feature pyramid takes no classifier")
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+            self.global_pool = global_pool
         norm_layer = partial(nn.LayerNorm, eps=self.blocks[0].norm1.eps)
         if num_classes and not self.num_classes:
             self.norm = norm_layer(self.embed_dim) if self.final_norm == "pre_pool" else nn.Identity()
             self.fc_norm = norm_layer(self.embed_dim) if self.final_norm == "post_pool" else nn.Identity()
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes else nn.Identity()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, except that a released checkpoint's layout, or (``strict``) any
+        state dict that does not fit exactly, goes through :func:`itpn.models.load_checkpoint`'s rules:
+        conversion, pre-training keys dropped, position tables resampled, errors that name the fix.
+        ``timm.create_model(name, checkpoint_path=...)`` lands here (timm loads the file and calls this)."""
+        target = self.state_dict()
+        exact = set(state_dict) == set(target) and all(
+            getattr(state_dict[k], "shape", None) == v.shape for k, v in target.items())
+        if not is_official_layout(dict(state_dict)) and (exact or not strict):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        report = load_state_dict_checked(self, dict(state_dict), "state dict", strict=strict)
+        log.info("%s", report.summary())
+        return nn.modules.module._IncompatibleKeys(report.initialised, [])
 
     # --- forward ----------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> tuple[int, int]:
@@ -233,6 +264,13 @@ class HiViT(nn.Module):
 
     def forward_stage3(self, tokens: torch.Tensor, grid: tuple[int, int],
                        ids_keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Stage-3 blocks on ``(B, L, C)`` tokens of ``grid``; the full grid comes back (migrated
+        tokens replenished, see ``itpn.models.acceleration``)."""
+        return self._stage3(tokens, grid, ids_keep)[0]
+
+    def _stage3(self, tokens: torch.Tensor, grid: tuple[int, int], ids_keep: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Stage-3 output and the mask of the tokens that stayed (None without token migration)."""
         pos = self.position_embedding(grid)
         if ids_keep is not None:
             pos = gather_units(pos.expand(tokens.shape[0], -1, -1), ids_keep)
@@ -244,14 +282,14 @@ class HiViT(nn.Module):
             return self.acceleration(self, x, grid)
         for block, bias in zip(self.blocks, self.attention_biases(grid, ids_keep)):
             x = self._run(block, x, bias)
-        return x
+        return x, None
 
     def forward_backbone(self, x: torch.Tensor, ids_keep: Optional[torch.Tensor] = None) -> BackboneOutput:
         """The three stages. ``ids_keep`` (B, L_keep) keeps only those 16x16 units (masked pre-training)."""
         grid = self.check_input(x)
         stage1, stage2, tokens = self.forward_stem(x, ids_keep)
-        tokens = self.forward_stage3(tokens, grid, ids_keep)
-        return BackboneOutput(stage1, stage2, tokens, grid, ids_keep)
+        tokens, stayed = self._stage3(tokens, grid, ids_keep)
+        return BackboneOutput(stage1, stage2, tokens, grid, ids_keep, stayed)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Multi-scale NCHW maps named by stride: the pyramid's outputs (``s4, s8, s16`` and, with
@@ -266,17 +304,32 @@ class HiViT(nn.Module):
             "s16": units_to_map(out.tokens[:, :, None, None, :], out.grid),
         }
 
-    def forward_head(self, features: dict[str, torch.Tensor] | torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Class logits from the stage-3 map ``features['s16']`` (or stage-3 tokens ``(B, L, C)``)."""
+    def forward_head(self, features: dict[str, torch.Tensor] | torch.Tensor, pre_logits: bool = False,
+                     stayed: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Class logits from the stage-3 map ``features['s16']`` (or stage-3 tokens ``(B, L, C)``).
+
+        ``global_pool="avg_stayed"`` averages the tokens marked in ``stayed`` ``(B, L)`` (those that
+        went through every stage-3 block under token migration), ``"avg"`` every position of the
+        replenished grid, where migrated tokens hold the state they had when they left. Without
+        ``stayed`` (no migration) both average every token. The released Fast-iTPN mean-pools all
+        tokens (it has no migration); which pooling to use under migration is ours to choose, and
+        ``avg_stayed`` measured better (README, "Performance").
+        """
         tokens = features["s16"].flatten(2).transpose(1, 2) if isinstance(features, dict) else features
-        pooled = self.fc_norm(self.norm(tokens).mean(dim=1))
-        pooled = self.head_drop(pooled)
+        tokens = self.norm(tokens)
+        if stayed is not None and self.global_pool == "avg_stayed":
+            weights = stayed.to(tokens.dtype)[..., None]
+            pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        else:
+            pooled = tokens.mean(dim=1)
+        pooled = self.head_drop(self.fc_norm(pooled))
         return pooled if pre_logits else self.head(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         if self.pyramid is not None:
             return self.forward_features(x)
-        return self.forward_head(self.forward_backbone(x).tokens)
+        out = self.forward_backbone(x)
+        return self.forward_head(out.tokens, stayed=out.stayed)
 
 
 default_cfgs = generate_default_cfgs({

@@ -8,10 +8,14 @@ windows at a cost of O(N K) (N tokens, K windows) instead of the O(N^2) of globa
 Choices where the paper is silent (they are ours, not the authors'):
 
 - Window size: 16 x 16 tokens by default (256 px; it divides the 512 and 1024 px grids of
-  segmentation and detection). A window larger than the grid shrinks to the grid, so such a
-  "window" is global attention. Grids that are not a multiple of the window are padded with
-  zero tokens at the bottom and right; padding is masked out as a key everywhere (a padding
-  query may see itself, so no softmax row is empty).
+  segmentation and detection). A grid that the window does not divide is cut into
+  ceil(side / window) windows per side whose sides differ by at most one token and never exceed
+  the window size (``WindowLayout``): COCO's 800 x 1344 (50 x 84 tokens) becomes 4 x 6 windows of
+  12-13 x 14 tokens. Every window sits in a slot of the largest window's size, so a batch stays
+  rectangular; the few spare slots (at most one row and one column per window: 4.0 % more tokens
+  at 800 x 1344, where padding the grid to whole 16 x 16 windows would add 46 %) are padding,
+  masked out as a key everywhere (a padding query may see itself, so no softmax row is empty).
+  A window larger than the grid shrinks to the grid, so such a "window" is global attention.
 - Gathering tokens: one learned embedding shared by all windows (zero at first) added to the
   mean of the window's tokens, so every window has its own token at any input size and a new
   token starts inside the distribution the pre-trained weights know. They run through every
@@ -34,7 +38,7 @@ Choices where the paper is silent (they are ours, not the authors'):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,26 +49,47 @@ def as_pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
+def _split_side(side: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid coordinate of every slot of ``count`` near-equal windows along a side of ``side`` tokens:
+    ``(count, slot)`` coordinates and the mask of the slots that hold a token (the rest is padding)."""
+    slot = -(-side // count)
+    base, extra = divmod(side, count)
+    index = torch.arange(count)
+    sizes = base + (index < extra).long()
+    starts = index * base + index.clamp(max=extra)
+    offsets = torch.arange(slot)
+    return starts[:, None] + offsets[None, :], offsets[None, :] < sizes[:, None]
+
+
 @dataclass(frozen=True)
 class WindowLayout:
-    """How a grid of ``Hp x Wp`` tokens splits into windows (one window covering the grid when
-    ``window_size`` is None). Token positions are flat grid indices; ``num_positions`` (= Hp*Wp)
-    marks a padding token."""
+    """How a grid of ``Hp x Wp`` tokens splits into ``windows`` (per side) of near-equal size.
+
+    ``for_grid`` takes ceil(side / window size) windows per side (one window covering the grid when
+    ``window_size`` is None or exceeds the grid); the rows and columns are shared out as evenly as
+    integers allow, so window sides differ by at most one token and never exceed the window size.
+    Each window is held in a slot of ``window`` (the largest window's size); slots of smaller
+    windows are padded. Token positions are flat grid indices; ``num_positions`` (= Hp*Wp) marks a
+    padding slot. Padding is at most one row per window row and one column per window column:
+    ``num_slots <= (Hp + windows_h - 1) * (Wp + windows_w - 1)`` (our choice; the paper does not say
+    how a grid that the window does not divide is split).
+    """
 
     grid: tuple[int, int]
-    window: tuple[int, int]
+    windows: tuple[int, int]
 
     @classmethod
     def for_grid(cls, grid: tuple[int, int], window_size: Optional[int | tuple[int, int]]) -> "WindowLayout":
-        height, width = grid
+        height, width = int(grid[0]), int(grid[1])
         if window_size is None:
-            return cls((height, width), (height, width))
+            return cls((height, width), (1, 1))
         window_h, window_w = as_pair(window_size)
-        return cls((height, width), (min(window_h, height), min(window_w, width)))
+        return cls((height, width), (-(-height // window_h), -(-width // window_w)))
 
     @property
-    def windows(self) -> tuple[int, int]:
-        return -(-self.grid[0] // self.window[0]), -(-self.grid[1] // self.window[1])
+    def window(self) -> tuple[int, int]:
+        """The slot every window is held in: the largest window's size."""
+        return -(-self.grid[0] // self.windows[0]), -(-self.grid[1] // self.windows[1])
 
     @property
     def num_windows(self) -> int:
@@ -79,28 +104,31 @@ class WindowLayout:
         return self.grid[0] * self.grid[1]
 
     @property
-    def has_padding(self) -> bool:
-        return self.grid[0] % self.window[0] != 0 or self.grid[1] % self.window[1] != 0
+    def num_slots(self) -> int:
+        """Tokens per image through the windowed blocks, padding included."""
+        return self.num_windows * self.tokens_per_window
 
-    def _split(self, grid_tensor: torch.Tensor, fill: float | int) -> torch.Tensor:
-        """``(B, Hp, Wp, C)`` -> ``(B, windows, tokens per window, C)``, padding with ``fill``."""
-        (windows_h, windows_w), (window_h, window_w) = self.windows, self.window
-        pad_h, pad_w = windows_h * window_h - self.grid[0], windows_w * window_w - self.grid[1]
-        if pad_h or pad_w:
-            grid_tensor = F.pad(grid_tensor, (0, 0, 0, pad_w, 0, pad_h), value=fill)
-        batch, channels = grid_tensor.shape[0], grid_tensor.shape[-1]
-        grid_tensor = grid_tensor.reshape(batch, windows_h, window_h, windows_w, window_w, channels)
-        return grid_tensor.permute(0, 1, 3, 2, 4, 5).reshape(batch, self.num_windows, self.tokens_per_window,
-                                                            channels)
+    @property
+    def has_padding(self) -> bool:
+        return self.grid[0] % self.windows[0] != 0 or self.grid[1] % self.windows[1] != 0
+
+    def positions(self, device: torch.device) -> torch.Tensor:
+        """``(windows, tokens per window)`` flat grid index of every slot, ``num_positions`` for padding.
+        Windows run row by row over the grid, and so do the slots inside a window."""
+        rows, rows_real = _split_side(self.grid[0], self.windows[0])
+        cols, cols_real = _split_side(self.grid[1], self.windows[1])
+        index = rows[:, None, :, None] * self.grid[1] + cols[None, :, None, :]  # (Kh, Kw, h, w)
+        real = rows_real[:, None, :, None] & cols_real[None, :, None, :]
+        index = torch.where(real, index, self.num_positions)
+        return index.reshape(self.num_windows, self.tokens_per_window).to(device)
 
     def partition(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, Hp*Wp, C)`` tokens -> ``(B, windows, tokens per window, C)``, zero tokens as padding."""
-        return self._split(tokens.reshape(tokens.shape[0], *self.grid, tokens.shape[-1]), 0.0)
-
-    def positions(self, device: torch.device) -> torch.Tensor:
-        """``(windows, tokens per window)`` flat grid index of every slot, ``num_positions`` for padding."""
-        index = torch.arange(self.num_positions, device=device).reshape(1, *self.grid, 1)
-        return self._split(index, self.num_positions)[0, :, :, 0]
+        batch, _, channels = tokens.shape
+        if self.has_padding:
+            tokens = torch.cat([tokens, tokens.new_zeros(batch, 1, channels)], dim=1)
+        index = self.positions(tokens.device).flatten()
+        return tokens.index_select(1, index).reshape(batch, self.num_windows, self.tokens_per_window, channels)
 
 
 def pair_index(positions: torch.Tensor, grid_width: int, extent: tuple[int, int]) -> torch.Tensor:
@@ -194,6 +222,32 @@ def _attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     return F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)
 
 
+def window_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                     bias: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+    """Attention inside windows: q/k/v ``(B*K, heads, n, d)``, per-head output of the same shape.
+
+    ``bias`` (additive, or a boolean mask) is ``(B*K, heads or 1, n, n)``, or ``(K, heads or 1, n, n)``
+    when every image has the same windows (no token has migrated yet). The latter is not copied
+    per image: the windows are folded into the heads dimension, ``(B, K*heads, n, d)``, and
+    ``scaled_dot_product_attention`` broadcasts one ``(1, K*heads, n, n)`` bias over the images
+    (attention is independent per window and head, so the result is the same).
+    """
+    windows_total, heads, tokens, dim = queries.shape
+    if bias is None or bias.shape[0] == windows_total:
+        return _attention(queries, keys, values, bias)
+    windows = windows_total // batch
+    if bias.shape[0] != windows:
+        raise ValueError(f"window attention bias for {bias.shape[0]} windows, expected {windows} (shared by the "
+                         f"batch) or {windows_total} (one per window of every image)")
+    shared = bias.expand(windows, heads, tokens, tokens).reshape(1, windows * heads, tokens, tokens)
+
+    def fold(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.reshape(batch, windows * heads, tokens, tensor.shape[-1])
+
+    out = _attention(fold(queries), fold(keys), fold(values), shared)
+    return out.reshape(windows_total, heads, tokens, out.shape[-1])
+
+
 def _merge_heads(tensor: torch.Tensor) -> torch.Tensor:
     """``(B, heads, N, d)`` -> ``(B, N, heads * d)``."""
     return tensor.transpose(1, 2).flatten(2)
@@ -202,7 +256,8 @@ def _merge_heads(tensor: torch.Tensor) -> torch.Tensor:
 def attention_with_gathering(block: nn.Module, sequences: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor,
                              values: torch.Tensor, window_bias: Optional[torch.Tensor], gate: torch.Tensor,
                              batch: int, key_mask: Optional[torch.Tensor],
-                             cross_biases: Optional[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+                             cross_biases: Optional[tuple[torch.Tensor, torch.Tensor]],
+                             drop_path: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """The attention half of a stage-3 block with gathering tokens (Fig. 4), residual included.
 
     ``sequences`` (B*K, n + 1, C): each window's tokens, its gathering token last; ``queries``,
@@ -212,14 +267,16 @@ def attention_with_gathering(block: nn.Module, sequences: torch.Tensor, queries:
     window output and its gated read-back are summed before the block's output projection, so
     the read-back costs no extra N x C^2 projection. ``key_mask`` (B or 1, 1, 1, K*n) hides
     padding from the collect step; ``cross_biases`` come from ``cross_attention_biases``.
+    ``drop_path`` is the block's stochastic depth for this residual branch, drawn once per image:
+    the tokens of all windows and the gathering tokens keep or lose the update together.
     """
     attention = block.attn
     windows_total, length, channels = sequences.shape
     count, windows = length - 1, windows_total // batch
-    heads_out = _attention(queries, keys, values, window_bias)
+    heads_out = window_attention(queries, keys, values, window_bias, batch)
     tokens, gathering = sequences[:, :count], sequences[:, count].reshape(batch, windows, channels)
     window_out = heads_out[:, :, count].reshape(batch, windows, channels)
-    gathering = gathering + block.drop_path(block.ls1(attention.proj(window_out)))
+    gathering = gathering + drop_path(block.ls1(attention.proj(window_out)))
 
     collect_bias = read_back_bias = None
     if cross_biases is not None:
@@ -228,12 +285,12 @@ def attention_with_gathering(block: nn.Module, sequences: torch.Tensor, queries:
         collect_bias = key_mask if collect_bias is None else collect_bias.masked_fill(~key_mask, float("-inf"))
     token_keys, token_values = (split_heads_by_image(t[:, :, :count], batch) for t in (keys, values))
     gathering_query, _, _ = attention.project_qkv(block.norm1(gathering))
-    gathering = gathering + block.drop_path(block.ls1(attention.attend(gathering_query, token_keys, token_values,
-                                                                       collect_bias)))
+    gathering = gathering + drop_path(block.ls1(attention.attend(gathering_query, token_keys, token_values,
+                                                                 collect_bias)))
     _, gathering_keys, gathering_values = attention.project_qkv(block.norm1(gathering))
     read_back = _attention(split_heads_by_image(queries[:, :, :count], batch), gathering_keys, gathering_values,
                            read_back_bias)
     mixed = _merge_heads(heads_out[:, :, :count]) + gate * _merge_heads(read_back).reshape(windows_total, count,
                                                                                           channels)
-    tokens = tokens + block.drop_path(block.ls1(attention.proj(mixed)))
+    tokens = tokens + drop_path(block.ls1(attention.proj(mixed)))
     return torch.cat([tokens, gathering.reshape(windows_total, 1, channels)], dim=1)

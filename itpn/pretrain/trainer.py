@@ -38,6 +38,7 @@ from itpn.data.order import EpochSampler, sample_seed, step_seed, updates_per_ep
 from itpn.files import join_url, write_atomically
 from itpn.runtime import Runtime, setup_runtime
 from itpn.models import HiViT, save_safetensors
+from itpn.models.checkpoint import grid_metadata
 from itpn.models.hivit import PATCH_SIZE
 
 from .config import PretrainConfig
@@ -362,7 +363,8 @@ class Trainer:
         if self.runtime.is_main:
             metadata = {"model": self.config.model, "model_kwargs": json.dumps(self.config.model_kwargs),
                         "img_size": str(self.config.img_size), "step": str(self.step),
-                        "teacher": self.config.teacher, "integral": str(self.config.integral).lower()}
+                        "teacher": self.config.teacher, "integral": str(self.config.integral).lower(),
+                        **grid_metadata(self.objective.encoder)}
             save_safetensors(weights, url, metadata)
         return url
 

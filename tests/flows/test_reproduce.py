@@ -31,8 +31,9 @@ def test_table9_plan_pretrains_each_ablation_once_and_fine_tunes_every_row(tmp_p
     # every row reads the export of its own pre-training
     for job in pretrainings:
         for row in job.rows:
-            link = Path(finetunes[row].experiment.output_dir) / "pretrain"
-            assert link.resolve() == (Path(job.params_file).parent / "pretrain").resolve()
+            assert finetunes[row].stage_dir("pretrain") == _params(job).stage_dir("pretrain")
+    data = {_params(job).stage_dir("prepare_data") for job in jobs}
+    assert len(data) == 1  # one prepared data set for the whole grid
     assert {_params(job).experiment.name for job in jobs} == {"reproduce-table9-demo"}
 
 

@@ -86,9 +86,9 @@ def test_window_as_large_as_the_grid_is_global_attention(family, window):
 
 def test_window_attention_with_padding_equals_blocks_run_window_by_window():
     model = _micro()
-    images = torch.randn(2, 3, 64, 96)  # a 4 x 6 grid in 3 x 4 windows: the lower windows overhang by 2 rows
-    layout = WindowLayout.for_grid((4, 6), (3, 4))
-    assert layout.has_padding and layout.num_windows == 4
+    images = torch.randn(2, 3, 80, 112)  # a 5 x 7 grid: 2 x 3 windows of 3 or 2 rows, 3 or 2 columns
+    layout = WindowLayout.for_grid((5, 7), (3, 3))
+    assert layout.has_padding and layout.num_windows == 6 and layout.window == (3, 3)
     with torch.no_grad():
         tokens = _stage3_input(model, images)
         expected = tokens.clone()
@@ -98,9 +98,28 @@ def test_window_attention_with_padding_equals_blocks_run_window_by_window():
             for block in model.blocks:
                 part = block(part)
             expected[:, real] = part
-        set_acceleration(model, AccelerationConfig(window_size=(3, 4)))
-        windowed = model.forward_stage3(model.forward_stem(images)[2], (4, 6))
+        set_acceleration(model, AccelerationConfig(window_size=3))
+        windowed = model.forward_stage3(model.forward_stem(images)[2], (5, 7))
     torch.testing.assert_close(windowed, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_windows_split_any_grid_into_near_equal_windows_no_larger_than_asked():
+    # COCO 800 x 1344: 50 x 84 tokens; 16 x 16 windows would need a 64 x 96 padded grid (+46 %)
+    layout = WindowLayout.for_grid((50, 84), 16)
+    assert layout.windows == (4, 6) and layout.window == (13, 14)
+    positions = layout.positions(torch.device("cpu"))
+    real = positions[positions < layout.num_positions]
+    assert sorted(real.tolist()) == list(range(50 * 84))  # every token in exactly one window
+    rows, cols = positions // 84, positions % 84
+    per_window = [(int(r[p < 4200].unique().numel()), int(c[p < 4200].unique().numel()))
+                  for r, c, p in zip(rows, cols, positions)]
+    assert {height for height, _ in per_window} == {12, 13} and {width for _, width in per_window} == {14}
+    assert layout.num_slots / layout.num_positions == pytest.approx(52 * 84 / 4200)  # 4.0 % padding
+    assert layout.num_slots <= (50 + 4 - 1) * (84 + 6 - 1)  # the stated bound
+    for grid in [(64, 64), (32, 32)]:  # 1024^2 and 512^2: whole 16 x 16 windows, no padding
+        divided = WindowLayout.for_grid(grid, 16)
+        assert divided.window == (16, 16) and not divided.has_padding
+    assert WindowLayout.for_grid((14, 14), 16).windows == (1, 1)  # 224^2: one window, global attention
 
 
 def _changed_windows(variant):
@@ -162,8 +181,8 @@ def test_replenish_puts_every_token_back_at_its_position():
 
 @pytest.mark.parametrize("window", [None, 2], ids=["global", "windows"])
 def test_migrated_tokens_come_back_with_the_state_they_had_when_dropped(window):
-    model = _micro(pyramid=True, num_classes=0)
-    set_acceleration(model, AccelerationConfig(migration_ratio=0.25, migration_layers=(0,), window_size=window))
+    model = _micro(pyramid=True, num_classes=0, depths=(1, 1, 1))  # one stage-3 layer drops the whole share
+    set_acceleration(model, AccelerationConfig(migration_ratio=0.25, window_size=window))
     images = torch.randn(3, 3, 64, 96)  # 24 tokens a image
     with torch.no_grad():
         tokens = _stage3_input(model, images)
@@ -187,15 +206,46 @@ def test_each_image_migrates_the_same_tokens_alone_or_in_a_batch():
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
 
 
-def test_migration_counts_spread_the_ratio_over_the_layers():
-    assert migration_counts(0.3, (0, 1, 2), 256, depth=24) == {0: 26, 1: 25, 2: 26}
-    assert sum(migration_counts(0.3, (0, 1, 2), 256, depth=24).values()) == round(0.3 * 256)
-    assert migration_counts(0.4, (0, 1, 2, 30), 100, depth=2) == {0: 20, 1: 20}  # layers past the depth ignored
-    assert migration_counts(0.0, (0,), 100, depth=2) == {}
+def test_migration_counts_follow_the_schedule():
+    per_layer = migration_counts(256, 24, ratio=0.3)  # 16 x 16 window, Fast-iTPN-B's 24 layers
+    assert sorted(per_layer) == list(range(24)) and set(per_layer.values()) == {3, 4}
+    assert sum(per_layer.values()) == round(0.3 * 256)
+    assert migration_counts(256, 24, ratio=0.3, schedule="front_loaded") == {0: 26, 1: 25, 2: 26}
+    assert migration_counts(256, 24, r=3) == dict.fromkeys(range(24), 3)  # the paper's knob: r per layer
+    assert migration_counts(16, 4, r=4) == {0: 4, 1: 4, 2: 4, 3: 2}  # never more than half of what is left
+    assert migration_counts(100, 2, ratio=0.0) == {}
     with pytest.raises(ValueError, match="more than set A holds"):
-        migration_counts(0.6, (0,), 100, depth=2)
-    with pytest.raises(ValueError, match=r"do not exist in a stage 3 of 2 blocks"):
-        migration_counts(0.3, (5,), 100, depth=2)
+        migration_counts(100, 1, ratio=0.6)
+    with pytest.raises(ValueError, match="migration schedule must be one of"):
+        migration_counts(100, 2, ratio=0.3, schedule="late")
+
+
+@pytest.mark.parametrize("config, expected", [
+    (AccelerationConfig(migration_r=2), {0: 2, 1: 2, 2: 2, 3: 2}),
+    (AccelerationConfig(migration_ratio=0.3), {0: 2, 1: 2, 2: 1, 3: 2}),  # 7 of 24 tokens over 4 layers
+    (AccelerationConfig(migration_ratio=0.3, migration_schedule="front_loaded"), {0: 2, 1: 3, 2: 2}),
+], ids=["r", "ratio", "front_loaded"])
+def test_each_layer_drops_its_count_and_every_position_is_replenished(config, expected):
+    model = _micro(depths=(1, 1, 4))
+    set_acceleration(model, config)
+    images = torch.randn(2, 3, 64, 96)  # 24 tokens, global attention
+    inputs = []
+    hooks = [block.norm1.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+             for block in model.blocks]
+    with torch.no_grad():
+        out = model.forward_backbone(images)
+    for hook in hooks:
+        hook.remove()
+    assert config.migration_counts((4, 6), 4) == expected
+    assert [x.shape[1] for x in inputs] == [24 - sum(expected.get(j, 0) for j in range(i)) for i in range(4)]
+    # a token that left in layer l comes back with its layer-l input; the rest went through every block
+    for image in range(2):
+        rows = out.tokens[image]
+        left_in = [sum(int((rows[:, None] == x[image][None]).all(-1).any(-1)[p]) for p in range(24)) for x in inputs]
+        assert left_in == [expected.get(layer, 0) for layer in range(4)]
+        assert int(out.stayed[image].sum()) == 24 - sum(expected.values())
+        assert not (rows == 0).all(-1).any()  # every position written back
+    assert "of 24 tokens" in config.describe_migration((4, 6), 4)
 
 
 # --- every variant, every size -------------------------------------------------------------------
@@ -226,6 +276,78 @@ def test_every_variant_classifies_a_padded_non_square_batch(name):
 
 
 # --- training ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["window", "window_gathering"])
+def test_stochastic_depth_keeps_or_drops_a_block_for_all_windows_of_an_image(variant):
+    """timm's DropPath on (B*K, n, C) windows draws per window; one image must draw once per block."""
+    model = _micro(depths=(1, 1, 6), drop_path_rate=0.5).train()
+    for block in model.blocks:
+        block.drop_path.drop_prob = 0.5
+    set_acceleration(model, get_variant(variant).replace(window_size=2))  # 4 x 4 grid: 4 windows
+    slots = 4 + (variant == "window_gathering")  # with the window's gathering token
+    before_attention, before_mlp = [], []
+
+    def record(into):
+        def hook(module, args):
+            if args[0].shape[:2] == (4, slots):  # the windows, not the gathering tokens' own projections
+                into.append(args[0].detach())
+        return hook
+
+    for block in model.blocks:
+        block.norm1.register_forward_pre_hook(record(before_attention))
+        block.norm2.register_forward_pre_hook(record(before_mlp))
+    torch.manual_seed(3)
+    model(torch.randn(1, 3, 64, 64))
+    kept = []
+    updates = [(a, m) for a, m in zip(before_attention, before_mlp)]  # attention branch of each block
+    updates += list(zip(before_mlp[:-1], before_attention[1:]))  # MLP branch of all but the last block
+    for start, end in updates:
+        changed = ((end - start).abs().amax(dim=(1, 2)) > 0).tolist()  # per window
+        assert len(set(changed)) == 1, f"one image's windows disagree: {changed}"
+        kept.append(changed[0])
+    assert set(kept) == {True, False}  # both outcomes were drawn
+
+
+def test_window_bias_shared_by_the_batch_is_broadcast_not_copied(monkeypatch):
+    shapes = []
+    original = F.scaled_dot_product_attention
+
+    def recording(q, k, v, attn_mask=None, **kwargs):
+        shapes.append((tuple(q.shape), None if attn_mask is None else tuple(attn_mask.shape)))
+        return original(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    model = _micro()
+    set_acceleration(model, get_variant("window_hrpe").replace(window_size=2))
+    for layer in model.acceleration.layers:
+        torch.nn.init.normal_(layer.window_bias_table)
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        single = torch.cat([model(image[None]) for image in images])
+        monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+        batched = model(images)
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
+    heads = model.blocks[0].attn.num_heads
+    assert shapes == [((3, 4 * heads, 4, 32), (1, 4 * heads, 4, 4))] * len(model.blocks)  # one bias for 3 images
+
+
+def test_classifier_pools_the_tokens_that_stayed_or_the_whole_grid():
+    model = _micro(num_classes=3, depths=(1, 1, 1))
+    set_acceleration(model, "migration_40")
+    images = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        out = model.forward_backbone(images)
+        assert out.stayed.sum(dim=1).tolist() == [24 - 10, 24 - 10]  # round(0.4 * 24) tokens left
+        tokens = model.norm(out.tokens)
+        stayed = torch.stack([tokens[i][out.stayed[i]].mean(dim=0) for i in range(2)])
+        assert model.global_pool == "avg_stayed"  # the default: it measured better (README, Performance)
+        torch.testing.assert_close(model(images), model.head(model.fc_norm(stayed)))
+        model.reset_classifier(3, global_pool="avg")
+        torch.testing.assert_close(model(images), model.head(model.fc_norm(tokens.mean(dim=1))))
+        set_acceleration(model, "baseline")
+        assert model.forward_backbone(images).stayed is None
+    with pytest.raises(ValueError, match="global_pool must be one of"):
+        model.reset_classifier(3, global_pool="max")
+
+
 def test_fine_tuning_with_acceleration_trains_every_new_parameter():
     model = _micro(num_classes=4).train()
     set_acceleration(model, get_variant("migration_30_gathering").replace(window_size=2, position_bias="rpe"))
@@ -301,8 +423,12 @@ def test_variants_cover_every_row_of_figure_5_and_table_7():
     assert set(VARIANTS) == {
         "baseline", "migration_10", "migration_20", "migration_30", "migration_40", "window", "window_hrpe",
         "window_gathering", "window_gathering_rpe", "window_gathering_hrpe", "migration_30_gathering",
+        "migration_30_front_loaded",  # our earlier schedule, kept by name
     }
     assert get_variant("migration_20").migration_ratio == 0.2 and get_variant("baseline").is_baseline
+    assert {name: c.migration_schedule for name, c in VARIANTS.items() if c.migration} == {
+        "migration_10": "per_layer", "migration_20": "per_layer", "migration_30": "per_layer",
+        "migration_40": "per_layer", "migration_30_gathering": "per_layer", "migration_30_front_loaded": "front_loaded"}
     table7 = {name: (c.gathering, c.position_bias) for name, c in VARIANTS.items() if name.startswith("window")}
     assert table7 == {"window": (False, "none"), "window_hrpe": (False, "hrpe"), "window_gathering": (True, "none"),
                       "window_gathering_rpe": (True, "rpe"), "window_gathering_hrpe": (True, "hrpe")}
@@ -321,6 +447,9 @@ def test_unknown_variant_lists_the_valid_names():
     (dict(window_size=8, position_bias="rpe"), "use 'hrpe' for window attention alone"),
     (dict(window_size=8, position_bias="abs"), "position_bias must be one of"),
     (dict(window_size=0), "window_size must be positive"),
+    (dict(migration_r=2, migration_ratio=0.3), "replaces migration_ratio"),
+    (dict(migration_r=0), "at least 1"),
+    (dict(migration_ratio=0.3, migration_schedule="late"), "migration_schedule must be one of"),
 ])
 def test_invalid_configs_name_the_problem(changes, message):
     with pytest.raises(ValueError, match=message):
