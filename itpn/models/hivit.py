@@ -58,13 +58,13 @@ class BackboneOutput:
     ids_keep: Optional[torch.Tensor] = None
     stayed: Optional[torch.Tensor] = None
 
-
-GLOBAL_POOLS = ("avg", "avg_stayed")
-
     @property
     def layout(self) -> UnitLayout:
         """Where the units sit (what the pyramid's convolutional blocks need)."""
         return UnitLayout(self.grid, self.ids_keep)
+
+
+GLOBAL_POOLS = ("avg", "avg_stayed")
 
 
 class HiViT(nn.Module):
