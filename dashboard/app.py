@@ -12,6 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from dashboard.sweeps import select_from_query, sweep_section
 from services import settings
 from dashboard.paper_points import paper_points
 from services.store import (
@@ -208,6 +209,7 @@ if empty:
 
 runs = load_runs(url)
 experiments = sorted(runs["experiment"].unique())
+select_from_query("experiment", [ALL, *experiments])
 experiment_choice = st.sidebar.selectbox("Experiment", [ALL, *experiments], key="experiment")
 experiment = None if experiment_choice == ALL else experiment_choice
 
@@ -255,6 +257,8 @@ if not missing.empty:
         "Without a benchmark on this device (not plotted): "
         + ", ".join(sorted(f"{row.model}/{row.variant}" for row in missing.itertuples()))
     )
+
+sweep_section(store)
 
 st.header("Benchmarks")
 bench_shown = benchmarks[benchmarks["model"].isin(chosen_models)]

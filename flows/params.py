@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DATA_KINDS = ("imagenet", "coco", "ade20k", "dota")
 FINETUNE_TASKS = ("classification", "detection", "segmentation", "rotated")
+STAGE_NAMES = ("prepare_data", "pretrain", *(f"finetune_{task}" for task in FINETUNE_TASKS), "benchmark_acceleration")
 
 
 def _anchor(location: str, base: Path) -> str:
@@ -32,7 +33,17 @@ class ExperimentParams(Strict):
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model arguments")
     device: str = "cpu"
     gpus: int = Field(1, ge=0, description="GPUs per node for torchrun; 1 runs in one process")
+    cpu_jobs: int = Field(2, ge=1, description="training stages at once on CPU (the slots of the `cpu-training` "
+                          "concurrency limit when it is created; the fastest bound for the demo on 2 cores, README)")
     output_dir: str = "outputs"
+    stage_dirs: dict[str, str] = Field(default_factory=dict, description="per-stage output folders shared with other "
+                                       "experiments (a sweep's data, pre-training and benchmark); default "
+                                       "<output_dir>/<stage>")
+    shared_name: str = Field("", description="the experiment the stages in stage_dirs are recorded under "
+                             "(a sweep's own name); default: name")
+    sweep: str = Field("", description="the sweep this experiment belongs to (set by the sweep flow)")
+    sweep_point: dict[str, Any] = Field(default_factory=dict, description="its coordinates in the sweep: model, "
+                                        "variant, seed, recipe (set by the sweep flow)")
 
 
 class DataParams(Strict):
@@ -82,6 +93,12 @@ class PipelineParams(Strict):
         # relative locations are relative to the parameters file, whichever directory runs the stage
         base = path.resolve().parent
         params.experiment.output_dir = _anchor(params.experiment.output_dir, base)
+        unknown = sorted(set(params.experiment.stage_dirs) - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(f"{path}: experiment.stage_dirs names unknown stages {unknown}; the stages are "
+                             f"{list(STAGE_NAMES)}")
+        params.experiment.stage_dirs = {stage: _anchor(folder, base)
+                                        for stage, folder in params.experiment.stage_dirs.items()}
         params.data.root = _anchor(params.data.root, base)
         return params
 
@@ -89,4 +106,11 @@ class PipelineParams(Strict):
         return f"{self.data.root.rstrip('/')}/{kind}"
 
     def stage_dir(self, stage: str) -> Path:
-        return Path(self.experiment.output_dir) / stage
+        """Where ``stage`` writes ``result.json`` and its run folder."""
+        return Path(self.experiment.stage_dirs.get(stage) or Path(self.experiment.output_dir) / stage)
+
+    def record_name(self, stage: str) -> str:
+        """The experiment ``stage`` is recorded under: a shared stage under ``shared_name``."""
+        if stage in self.experiment.stage_dirs and self.experiment.shared_name:
+            return self.experiment.shared_name
+        return self.experiment.name

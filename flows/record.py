@@ -5,11 +5,12 @@ import argparse
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fsspec
 
-from services.store import ResultsWriter, open_writer
+from services.store import ResultsWriter, open_writer, read_metrics_jsonl
 
 from .params import PipelineParams
 
@@ -40,37 +41,52 @@ def benchmark_row(row: dict[str, Any]) -> dict[str, Any]:
     return {**{k: row[k] for k in BENCHMARK_FIELDS if k in row}, "resolution": resolution}
 
 
-def record_result(writer: ResultsWriter, run_id: int, result: StageResult) -> dict[str, int]:
-    """Metrics, curves, benchmarks and artifact URLs of one stage; each write is idempotent."""
-    counts = {"metrics": writer.add_metrics(run_id, result.metrics) if result.metrics else 0}
-    counts["curve_points"] = sum(
-        writer.add_metrics(run_id, read_rows(curve["url"])) if curve.get("format") == "rows" else
-        writer.ingest_metrics_jsonl(run_id, curve["url"], task=curve["task"], dataset=curve["dataset"],
-                                    split=curve.get("split", "train"), model=curve.get("model", ""),
-                                    variant=curve.get("variant", ""))
-        for curve in result.curves)
-    counts["benchmarks"] = writer.add_benchmarks(run_id, [benchmark_row(r) for r in result.benchmarks]) \
-        if result.benchmarks else 0
-    for name, url in result.outputs.items():
-        if url:
-            writer.register_artifact(run_id, url, name=name)
-    return counts
+def result_times(params: PipelineParams, stage: str, result: StageResult) -> tuple[datetime, datetime]:
+    """When the stage really ran; a result written before times were kept: its file's time and length."""
+    if result.started_at and result.finished_at:
+        return datetime.fromisoformat(result.started_at), datetime.fromisoformat(result.finished_at)
+    path = params.stage_dir(stage) / "result.json"
+    finished = datetime.fromtimestamp(path.stat().st_mtime, UTC) if path.exists() else datetime.now(UTC)
+    return finished - timedelta(seconds=result.seconds), finished
+
+
+def result_rows(result: StageResult) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The stage's metric rows (final values and curves: mappings or ``MetricRow``) and benchmark rows, in
+    the store's shape."""
+    metrics: list[Any] = list(result.metrics)
+    for curve in result.curves:
+        if curve.get("format") == "rows":
+            metrics += read_rows(curve["url"])
+        else:  # one record per step with several values (pre-training's metrics.jsonl)
+            metrics += read_metrics_jsonl(curve["url"], task=curve["task"], dataset=curve["dataset"],
+                                          split=curve.get("split", "train"), model=curve.get("model", ""),
+                                          variant=curve.get("variant", ""))
+    return metrics, [benchmark_row(row) for row in result.benchmarks]
 
 
 def record_stage_result(writer: ResultsWriter, params: PipelineParams, stage: str, result: StageResult | None,
-                        *, flow_run_id: str | None = None, error: str | None = None) -> dict[str, Any]:
-    """One store run per (experiment, stage, cache key): a re-run replaces its rows, adds no copies;
-    a failed stage leaves its run marked failed with the error."""
-    run_id = writer.start_run(params.experiment.name,
-                              f"{params.experiment.name}:{stage}:{result.key if result else 'failed'}",
-                              flow_name=stage, flow_run_id=flow_run_id, git_commit=git_commit(),
-                              params=params.model_dump(), hardware=result.hardware if result else hardware())
+                        *, flow_run_id: str | None = None, error: str | None = None, key: str | None = None,
+                        started_at: datetime | None = None, finished_at: datetime | None = None) -> dict[str, Any]:
+    """One store run per (experiment, stage, cache key), holding exactly the rows of its newest attempt.
+
+    ``result``: a finished attempt, with the times it ran (a cached result is the attempt that made
+    it: recording it again changes nothing). ``result=None``: a failed attempt of the run ``key``
+    names, with ``error`` and the failed process's ``started_at`` / ``finished_at``; the run is
+    marked failed until an attempt succeeds."""
+    experiment = params.record_name(stage)
+    common = {"flow_name": stage, "flow_run_id": flow_run_id, "git_commit": git_commit(),
+              "params": params.model_dump(), "sweep": params.experiment.sweep}
     if result is None:
-        writer.fail_run(run_id, error or "failed")
-        return {"run_id": run_id, "status": "failed"}
-    counts = record_result(writer, run_id, result)
-    writer.finish_run(run_id)
-    return {"run_id": run_id, "status": "completed", **counts}
+        now = datetime.now(UTC)
+        return writer.record_run(experiment, f"{experiment}:{stage}:{key or 'unkeyed'}", status="failed",
+                                 error=error or "failed", started_at=started_at or now,
+                                 finished_at=finished_at or now, hardware=hardware(), **common)
+    started, finished = result_times(params, stage, result)
+    metrics, benchmarks = result_rows(result)
+    return writer.record_run(experiment, f"{experiment}:{stage}:{result.key}", started_at=started,
+                             finished_at=finished, metrics=metrics, benchmarks=benchmarks,
+                             artifacts={name: url for name, url in result.outputs.items() if url},
+                             hardware=result.hardware, **common)
 
 
 def record_all(params: PipelineParams) -> list[dict[str, Any]]:

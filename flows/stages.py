@@ -1,8 +1,10 @@
 """The pipeline's stages, one command each, shared by the Prefect flows and ``dvc.yaml``:
 
     python -m flows.stages prepare_data --params params.yaml
-    torchrun --standalone --nproc_per_node 8 -m flows.stages pretrain --params params.yaml
+    python -m flows.stages pretrain --params params.yaml   # experiment.gpus: 8 -> torchrun, 8 processes
 
+A training stage with ``experiment.gpus > 1`` re-launches itself under ``torchrun --standalone
+--nproc_per_node <gpus>`` (``stage_command``), so the flows, DVC and a user's shell launch it alike.
 A stage reads its section of the parameters, calls the library, and writes
 ``<output_dir>/<stage>/result.json``: what it produced (URLs; the library's own files live in
 ``<stage>/run/``), its metric rows, training curves, benchmark rows and the cache key it ran
@@ -21,6 +23,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +33,19 @@ from .params import FINETUNE_TASKS, PipelineParams
 
 CODE_ROOTS = ("itpn", "flows/stages.py", "flows/params.py", "configs")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Stages torchrun launches on experiment.gpus processes (the OpenMMLab ones through mmengine's
+# "pytorch" launcher); data preparation and the single-device benchmark run in one process.
+DISTRIBUTED_STAGES = {"pretrain", "finetune_classification", "finetune_detection", "finetune_segmentation",
+                      "finetune_rotated"}
+
+
+def stage_command(stage: str, params_file: str, gpus: int, *extra: str) -> list[str]:
+    """The command that runs ``stage``: ``torchrun --standalone --nproc_per_node <gpus>`` for a training
+    stage on several GPUs of one node, else one Python process."""
+    if gpus > 1 and stage in DISTRIBUTED_STAGES:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m",
+                "flows.stages", stage, "--params", params_file, *extra]
+    return [sys.executable, "-m", "flows.stages", stage, "--params", params_file, *extra]
 
 
 @dataclass
@@ -43,6 +59,8 @@ class StageResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     hardware: dict[str, Any] = field(default_factory=dict)
+    started_at: str = ""  # when the stage really ran (ISO 8601, UTC); a cached result keeps its run's times
+    finished_at: str = ""
 
     @classmethod
     def read(cls, path: Path) -> "StageResult":
@@ -262,6 +280,8 @@ def stage_inputs(stage: str, params: PipelineParams) -> dict[str, Any]:
     inputs: dict[str, Any] = {"model": params.experiment.model, "model_kwargs": params.experiment.model_kwargs,
                               "device": params.experiment.device,
                               "section": sections.get(stage) or params.finetune.get(stage.removeprefix("finetune_"))}
+    if stage in DISTRIBUTED_STAGES:  # the world size sets the global batch and the scaled learning rate
+        inputs["world_size"] = max(1, params.experiment.gpus)
     for upstream in UPSTREAM.get(stage, []):
         path = params.stage_dir(upstream) / "result.json"
         inputs[upstream] = StageResult.read(path).key if path.exists() else None
@@ -307,9 +327,10 @@ def run_stage(stage: str, params: PipelineParams, force: bool = False, fresh: bo
         if cached.key == key:
             return cached
     claim_run_directory(out / "run", key, fresh=fresh)
-    start = time.perf_counter()
+    started_at, start = datetime.now(UTC), time.perf_counter()
     result = STAGES[stage](params, out)
     result.key, result.seconds, result.hardware = key, time.perf_counter() - start, hardware()
+    result.started_at, result.finished_at = started_at.isoformat(), datetime.now(UTC).isoformat()
     if int(os.environ.get("RANK", "0")) == 0:
         result.write(out)
     return result
@@ -325,7 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="discard the checkpoints of an earlier run of the same "
                         "key instead of resuming from them")
     args = parser.parse_args(argv)
-    result = run_stage(args.stage, PipelineParams.load(args.params), force=args.force, fresh=args.fresh)
+    params = PipelineParams.load(args.params)
+    if args.stage in DISTRIBUTED_STAGES and params.experiment.gpus > 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        flags = [flag for flag, wanted in (("--force", args.force), ("--fresh", args.fresh)) if wanted]
+        command = stage_command(args.stage, args.params, params.experiment.gpus, *flags)
+        print(" ".join(command), file=sys.stderr, flush=True)
+        os.execv(command[0], command)  # torchrun's processes run this again, each as one rank
+    result = run_stage(args.stage, params, force=args.force, fresh=args.fresh)
     print(json.dumps({"stage": result.stage, "key": result.key, "seconds": round(result.seconds, 1),
                       "outputs": result.outputs}))
     return 0

@@ -1,65 +1,113 @@
-"""Prefect tasks: run one stage in a subprocess (torchrun for several GPUs), record it in the store."""
+"""Prefect tasks: run one stage in a subprocess (it launches torchrun itself for several GPUs) while it
+holds its concurrency slots, record it in the store with its real start and end, publish its results
+as a Prefect artifact; and ``stage_job``, the unit the flows fan out."""
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
 from services.store import open_writer
 
 from .params import PipelineParams
 from .record import record_stage_result
-from .stages import REPO_ROOT, StageResult
+from .report import publish_stage
+from .resources import stage_resources
+from .stages import REPO_ROOT, StageResult, stage_command, stage_inputs, stage_key
 
-# Stages torchrun launches on experiment.gpus processes (the OpenMMLab ones through mmengine's
-# "pytorch" launcher); data preparation and the single-device benchmark run in one process.
-DISTRIBUTED_STAGES = {"pretrain", "finetune_classification", "finetune_detection", "finetune_segmentation",
-                      "finetune_rotated"}
+# Each stage's deployment in prefect.yaml (flow name/deployment name), for dispatch="deployments".
+DEPLOYMENTS = {
+    "prepare_data": "prepare_data/prepare_data",
+    "pretrain": "pretrain/pretrain",
+    "finetune_classification": "finetune_classification/finetune_classification",
+    "finetune_detection": "finetune_detection/finetune_detection",
+    "finetune_segmentation": "finetune_segmentation/finetune_segmentation",
+    "finetune_rotated": "finetune_rotated/finetune_rotated",
+    "benchmark_acceleration": "benchmark_acceleration/benchmark_acceleration",
+}
+DISPATCHES = ("local", "deployments")
 
 
-def stage_command(stage: str, params_file: str, gpus: int) -> list[str]:
-    if gpus > 1 and stage in DISTRIBUTED_STAGES:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m",
-                "flows.stages", stage, "--params", params_file]
-    return [sys.executable, "-m", "flows.stages", stage, "--params", params_file]
+class StageFailed(RuntimeError):
+    """A stage's process failed; carries when it ran, so the failed attempt is recorded with real times."""
+
+    def __init__(self, message: str, started_at: datetime, finished_at: datetime) -> None:
+        super().__init__(message)
+        self.started_at, self.finished_at = started_at, finished_at
 
 
 @task(task_run_name="run {stage}", cache_policy=NO_CACHE)
-def run_stage(stage: str, params_file: str) -> StageResult:
-    """The stage in its own process; it skips itself when its inputs and code are unchanged."""
+def run_stage(stage: str, params_file: str, threads: int | None = None) -> StageResult:
+    """The stage in its own process; it skips itself when its inputs and code are unchanged.
+    ``threads`` caps its CPU threads (OMP_NUM_THREADS) when several stages share the cores."""
     params = PipelineParams.load(params_file)
     logger = get_run_logger()
-    command = stage_command(stage, params_file, params.experiment.gpus)
-    logger.info("%s", " ".join(command))
-    process = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-                             capture_output=True, text=True)
+    command = stage_command(stage, params_file, 1)  # the stage re-launches itself under torchrun for gpus > 1
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    if threads and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(threads)
+    with stage_resources(stage, params) as resources:
+        env.update(resources)
+        logger.info("%s%s", " ".join(command), "".join(f" ({k}={v})" for k, v in resources.items()))
+        started = datetime.now(UTC)
+        process = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        finished = datetime.now(UTC)
     if process.returncode != 0:
         tail = "\n".join((process.stderr or process.stdout).strip().splitlines()[-25:])
-        raise RuntimeError(f"stage {stage} failed (exit {process.returncode}):\n{tail}")
+        raise StageFailed(f"stage {stage} failed (exit {process.returncode}):\n{tail}", started, finished)
     return StageResult.read(params.stage_dir(stage) / "result.json")
 
 
 @task(task_run_name="record {stage}", retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
-def record_stage(stage: str, params_file: str, result: StageResult | None, error: str | None = None) -> dict:
+def record_stage(stage: str, params_file: str, result: StageResult | None, error: StageFailed | None = None) -> dict:
+    params = PipelineParams.load(params_file)
+    run_id = str(flow_run.id) if flow_run.id else None
+    if result is not None:
+        with open_writer() as writer:
+            recorded = record_stage_result(writer, params, stage, result, flow_run_id=run_id)
+        publish_stage(params, stage, result, recorded)
+        return recorded
+    try:  # the key the stage ran under, so its later success is the same run
+        key = stage_key(stage, stage_inputs(stage, params))
+    except Exception:  # noqa: BLE001 - e.g. an unreadable upstream result: still record the failure
+        key = "unkeyed"
     with open_writer() as writer:
-        return record_stage_result(writer, PipelineParams.load(params_file), stage, result,
-                                   flow_run_id=str(flow_run.id) if flow_run.id else None, error=error)
+        return record_stage_result(writer, params, stage, None, flow_run_id=run_id, error=str(error), key=key,
+                                   started_at=error.started_at if error else None,
+                                   finished_at=error.finished_at if error else None)
 
 
-def execute(stage: str, params_file: str) -> StageResult:
-    """Run and record a stage; a failure is recorded as a failed run, then re-raised."""
+def execute(stage: str, params_file: str, threads: int | None = None) -> StageResult:
+    """Run and record a stage; a failure is recorded as a failed attempt of its run, then re-raised."""
     try:
-        result = run_stage(stage, params_file)
-    except Exception as error:
-        record_stage(stage, params_file, None, error=str(error))
+        result = run_stage(stage, params_file, threads)
+    except StageFailed as error:
+        record_stage(stage, params_file, None, error=error)
         raise
     record_stage(stage, params_file, result)
     return result
+
+
+@task(task_run_name="{stage}", cache_policy=NO_CACHE)
+def stage_job(stage: str, params_file: str, dispatch: str = "local", threads: int | None = None) -> StageResult:
+    """One stage of a flow: run here (``local``), or as a run of the stage's deployment (``deployments``:
+    a worker of its work pool, CPU or GPU, takes it; the flow waits for it)."""
+    if dispatch == "local":
+        return execute(stage, params_file, threads)
+    if dispatch != "deployments":
+        raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
+    run = run_deployment(DEPLOYMENTS[stage], parameters={"params_file": params_file}, timeout=None)
+    if not run.state or not run.state.is_completed():
+        state = run.state.name if run.state else "unknown"
+        raise RuntimeError(f"stage {stage} (flow run {run.name}, deployment {DEPLOYMENTS[stage]}) ended {state}: "
+                           f"{run.state.message if run.state else ''}")
+    return StageResult.read(PipelineParams.load(params_file).stage_dir(stage) / "result.json")
 
 
 def resolve(params_file: str | Path) -> str:

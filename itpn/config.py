@@ -25,10 +25,15 @@ class DataclassConfig:
     @classmethod
     def from_yaml(cls: type[ConfigT], url: str, section: Optional[str] = None) -> ConfigT:
         """Read a YAML file (any fsspec URL), or one ``section`` of it (e.g. ``pretrain`` of ``params.yaml``)."""
-        with fsspec.open(url, "rt") as handle:
-            document = yaml.safe_load(handle) or {}
-        if section is not None:
-            if section not in document:
-                raise KeyError(f"{url} has no {section!r} section (it has: {', '.join(map(str, document))})")
-            document = document[section]
-        return cls.from_dict(document, source=url + (f" [{section}]" if section else ""))
+        return cls.from_dict(read_yaml_section(url, section), source=url + (f" [{section}]" if section else ""))
+
+
+def read_yaml_section(url: str, section: Optional[str] = None) -> dict[str, Any]:
+    """A YAML file (any fsspec URL) as a dict, or its ``section``; a missing section names those there."""
+    with fsspec.open(url, "rt") as handle:
+        document = yaml.safe_load(handle) or {}
+    if section is not None:
+        if section not in document:
+            raise KeyError(f"{url} has no {section!r} section (it has: {', '.join(map(str, document))})")
+        document = document[section]
+    return dict(document)

@@ -35,26 +35,34 @@ def _offline() -> None:
 
 
 def _stage_table(stages: list[str], params_file: str, started: float) -> Table:
+    """Each stage's state: done (this run), running (its run folder claimed since the start: several at
+    once when the fine-tunes fan out), cached (unchanged inputs and code) or waiting (for its turn or a
+    free training slot); ``start`` is when it began, counted from the experiment's start."""
+    from datetime import datetime
+
     from flows.params import PipelineParams
     from flows.stages import StageResult
 
     params = PipelineParams.load(params_file)
-    table = Table(title=f"experiment '{params.experiment.name}' ({time.time() - started:.0f} s)")
-    for column in ("stage", "status", "seconds", "result"):
-        table.add_column(column)
-    running_shown = False
+    now = time.time()
+    table = Table(title=f"experiment '{params.experiment.name}' ({now - started:.0f} s)")
+    for column in ("stage", "status", "start", "seconds", "result"):
+        table.add_column(column, justify="right" if column in ("start", "seconds") else "left")
     for stage in stages:
         path = params.stage_dir(stage) / "result.json"
+        claimed = params.stage_dir(stage) / "run" / ".stage_key"
         if path.exists() and path.stat().st_mtime >= started - 1:
             result = StageResult.read(path)
-            table.add_row(stage, "[green]done", f"{result.seconds:.0f}", Text(_result_summary(result)))
+            begin = datetime.fromisoformat(result.started_at).timestamp() if result.started_at else None
+            table.add_row(stage, "[green]done", f"+{begin - started:.0f}" if begin else "", f"{result.seconds:.0f}",
+                          Text(_result_summary(result)))
+        elif claimed.exists() and claimed.stat().st_mtime >= started - 1:
+            begin = claimed.stat().st_mtime
+            table.add_row(stage, "[yellow]running", f"+{begin - started:.0f}", f"{now - begin:.0f}", "")
         elif path.exists():
-            table.add_row(stage, "[cyan]cached", "", "unchanged inputs and code")
-        elif not running_shown:
-            table.add_row(stage, "[yellow]running", "", "")
-            running_shown = True
+            table.add_row(stage, "[cyan]cached", "", "", "unchanged inputs and code")
         else:
-            table.add_row(stage, "[dim]waiting", "", "")
+            table.add_row(stage, "[dim]waiting", "", "", "")
     return table
 
 
@@ -216,6 +224,29 @@ def dashboard(port: int = typer.Option(8501), address: str = typer.Option("127.0
     console.print(f"dashboard on http://{address}:{port} (Ctrl-C stops it)")
     raise typer.Exit(subprocess.call(streamlit_command(port=port, address=address),
                                      env={**os.environ, **streamlit_env()}))
+
+
+@app.command()
+def doctor() -> None:
+    """What this environment has (Python, torch and GPU, timm, OpenMMLab and mmcv's compiled ops, Prefect,
+    DVC, Streamlit, Chromium, the store and the state directory); exits 1, naming the fix, when something
+    the demo needs is missing."""
+    from itpn_cli.doctor import FAIL, failed, run_checks
+
+    checks = run_checks()
+    table = Table(title="itpn doctor")
+    for column in ("component", "status", "details", "fix"):
+        table.add_column(column, overflow="fold")
+    colours = {"ok": "green", "info": "cyan", "warn": "yellow", FAIL: "red"}
+    for check in checks:
+        table.add_row(check.name, Text(check.status, style=colours[check.status]), Text(check.detail), Text(check.fix))
+    console.print(table)
+    missing = failed(checks)
+    if missing:
+        console.print(f"[red]{len(missing)} thing(s) the demo needs are missing or broken:[/red] "
+                      + ", ".join(check.name for check in missing))
+        raise typer.Exit(1)
+    console.print("[green]ready:[/green] everything `itpn demo` needs is here")
 
 
 @store_app.command("upgrade")

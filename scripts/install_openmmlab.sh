@@ -112,7 +112,7 @@ if (( ${#wheels[@]} == 0 )); then
     while kill -0 "$build_pid" 2>/dev/null; do
         for _ in $(seq 30); do kill -0 "$build_pid" 2>/dev/null && sleep 1; done
         kill -0 "$build_pid" 2>/dev/null || break
-        step="$(grep -oE '^\[[0-9]+/[0-9]+\]' "$build_log" | tail -n 1 || true)"
+        step="$(grep -oE '^ *\[[0-9]+/[0-9]+\]' "$build_log" | tail -n 1 | tr -d ' ' || true)"
         elapsed=$((SECONDS - started))
         log "compiling mmcv ops: ${step:-[preparing]} source files, $((elapsed / 60)) min $((elapsed % 60)) s elapsed"
     done

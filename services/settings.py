@@ -6,6 +6,7 @@ the flows, the CLI and the dashboard agree on them:
 - ``ITPN_STATE_DIR``: the state directory (default ``./state`` under the working directory).
 - ``ITPN_STORE_URL``: the results store (default ``sqlite:///<state>/results.db``).
 - ``ITPN_ARTIFACTS_URL``: the artifact root, any fsspec URL (default ``<state>/artifacts``).
+- ``ITPN_DASHBOARD_URL``: where the dashboard is served, for links (default ``http://127.0.0.1:8501``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 STATE_DIR_ENV = "ITPN_STATE_DIR"
 STORE_URL_ENV = "ITPN_STORE_URL"
 ARTIFACTS_URL_ENV = "ITPN_ARTIFACTS_URL"
+DASHBOARD_URL_ENV = "ITPN_DASHBOARD_URL"
 
 
 def state_dir(create: bool = False) -> Path:
@@ -42,6 +44,11 @@ def artifacts_url() -> str:
     if configured:
         return configured.rstrip("/")
     return str(state_dir() / "artifacts")
+
+
+def dashboard_url() -> str:
+    """The dashboard's address for links (Prefect artifacts): ``ITPN_DASHBOARD_URL`` or ``itpn dashboard``'s."""
+    return os.environ.get(DASHBOARD_URL_ENV, "http://127.0.0.1:8501").rstrip("/")
 
 
 def prefect_env() -> dict[str, str]:

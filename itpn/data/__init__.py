@@ -5,9 +5,9 @@ Every location is an fsspec URL (a plain path is the local disk). The pipeline's
 """
 
 from ._gen import GeneratedData
-from .ade20k import ADE20KSegmentation, generate_ade20k, reduce_zero_label
+from .ade20k import ADE20KSegmentation, clear_bad_values, generate_ade20k, reduce_zero_label
 from .classes import ADE20K_CLASSES, ADE20K_IGNORE_INDEX, DOTA_CLASSES, coco_categories, imagenet_wnids
-from .coco import CocoDetection, generate_coco, load_coco
+from .coco import CocoDetection, annotation_problems, generate_coco, load_coco
 from .dota import (
     DOTADataset,
     generate_dota,
@@ -15,6 +15,7 @@ from .dota import (
     parse_label_text,
     parse_patch_name,
     split_dota,
+    usable_objects,
     write_dota_task1,
 )
 from .errors import (
@@ -33,8 +34,8 @@ from .errors import (
     ValidationReport,
 )
 from .imagenet import ImageNetFolder, ImageNetTarShards, generate_imagenet, shard_imagenet
-from .manifest import load_manifest, write_manifest
-from .prepare import GENERATORS, PreparedData, prepare
+from .manifest import load_manifest
+from .prepare import GENERATORS, PreparedData, prepare, write_manifest
 from .transforms import (
     build_classification_transform,
     build_detection_transform,
@@ -70,10 +71,12 @@ __all__ = [
     "Problem",
     "UnknownClassError",
     "ValidationReport",
+    "annotation_problems",
     "build_classification_transform",
     "build_detection_transform",
     "build_rotated_detection_transform",
     "build_segmentation_transform",
+    "clear_bad_values",
     "coco_categories",
     "detection_collate",
     "generate_ade20k",
@@ -90,6 +93,7 @@ __all__ = [
     "reduce_zero_label",
     "shard_imagenet",
     "split_dota",
+    "usable_objects",
     "validate",
     "write_dota_task1",
     "write_manifest",

@@ -56,6 +56,7 @@ class Checker:
         self.workers = workers or default_workers()
         self.report = ValidationReport(kind=kind, url=url)
         self._skipped: dict[str, set[str]] = defaultdict(set)
+        self._dropped: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
 
     # -- problems --------------------------------------------------------------------------------------
     def add(
@@ -69,13 +70,22 @@ class Checker:
         severity: Severity = "error",
         sample: str | None = None,
         split: str | None = None,
+        unit: tuple[str, str] | None = None,
+        units: int = 1,
     ) -> None:
-        skipped = sample if severity == "error" else None
+        """Record one problem. An error with ``sample`` skips that sample (its image); an error with
+        ``unit = (level, key)`` drops only that unit (``("annotations", "annotation id 7")``,
+        ``("lines", "<file> line 3")``, ``("pixels", "<mask>")``: ``units`` of them), never its image."""
+        skipped = sample if severity == "error" and unit is None else None
+        level = unit[0] if unit is not None and severity == "error" else ("images" if skipped else None)
         self.report.problems.append(
-            Problem(code, severity, display(self.url, rel), message, fix, record=record, sample=skipped)
+            Problem(code, severity, display(self.url, rel), message, fix, record=record, sample=skipped, dropped=level)
         )
         if skipped is not None:
             self._skipped[split or "all"].add(skipped)
+        elif unit is not None and severity == "error":
+            found = self._dropped[split or "all"][unit[0]]
+            found[unit[1]] = max(found.get(unit[1], 0), units)
 
     def is_skipped(self, split: str, sample: str) -> bool:
         return sample in self._skipped.get(split, ())
@@ -165,5 +175,14 @@ class Checker:
                 self.read(rel)
         self.report.file_sizes = dict(self.files)
         self.report.skipped = {split: sorted(keys) for split, keys in sorted(self._skipped.items())}
+        dropped: dict[str, dict[str, int]] = defaultdict(dict)
+        for split, keys in self._skipped.items():
+            for key in keys:
+                level = "shards" if self.kind == "imagenet_tar" and ":" not in key else "images"
+                dropped[split][level] = dropped[split].get(level, 0) + 1
+        for split, levels in self._dropped.items():
+            for level, units in levels.items():
+                dropped[split][level] = dropped[split].get(level, 0) + sum(units.values())
+        self.report.dropped = {split: dict(sorted(levels.items())) for split, levels in sorted(dropped.items())}
         self.report.raise_if_failed(strict)
         return self.report

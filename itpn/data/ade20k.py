@@ -45,6 +45,19 @@ def _rel(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts) if base else posixpath.join(*parts)
 
 
+def clear_bad_values(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(mask with values above 150 set to 0, how many pixels that changed)``.
+
+    A value outside 0..150 is the smallest bad unit of a mask: only those pixels become 0 ("other",
+    which ``reduce_zero_label`` turns into the ignore index), the image and its other pixels stay.
+    """
+    bad = mask > NUM_CLASSES
+    count = int(bad.sum())
+    if count:
+        mask = np.where(bad, 0, mask).astype(mask.dtype)
+    return mask, count
+
+
 def reduce_zero_label(mask: np.ndarray) -> np.ndarray:
     """0 → 255 (ignore), v → v - 1 for v in 1..150."""
     out = mask.astype(np.int64) - 1
@@ -134,7 +147,9 @@ class ADE20KSegmentation(RobustDataset):
     """``(image, mask)``: ``tv_tensors.Image`` uint8 CHW and ``tv_tensors.Mask`` int64 HW.
 
     With ``reduce_zero_label`` (default) mask values are 0..149 plus 255 = ignore; ``classes`` has the 150
-    names. ``transforms`` gets ``(image, mask)`` (see :func:`build_segmentation_transform`).
+    names. ``transforms`` gets ``(image, mask)`` (see :func:`build_segmentation_transform`). Mask
+    pixels with a value above 150 are set to 0 ("other", ignored) and counted in ``dropped_pixels``
+    (:func:`clear_bad_values`); the image is kept.
     """
 
     ignore_index = ADE20K_IGNORE_INDEX
@@ -164,6 +179,7 @@ class ADE20KSegmentation(RobustDataset):
         if not images:
             raise LayoutError(f"no images for split {split!r}", file=display(url, image_dir),
                               fix=f"point the URL at the folder holding {BASE}/")
+        self.dropped_pixels: dict[str, int] = {}  # mask file -> pixels set to 0
         exclude = resolve_skip(url, skip)
         self.samples: list[tuple[str, str]] = []
         for stem in sorted(images):
@@ -189,9 +205,9 @@ class ADE20KSegmentation(RobustDataset):
         if mask.shape != pixels.shape[:2]:
             raise MaskValueError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {pixels.shape[1]}x{pixels.shape[0]}",
                                  file=display(self.url, mask_rel), fix="use the mask that belongs to this image")
-        if mask.max() > NUM_CLASSES:
-            raise MaskValueError(f"mask holds value {int(mask.max())} outside 0..{NUM_CLASSES}",
-                                 file=display(self.url, mask_rel), fix="fix or remove the mask")
+        mask, bad = clear_bad_values(mask)
+        if bad:
+            self.dropped_pixels[mask_rel] = bad
         labels = reduce_zero_label(mask) if self.reduce_zero_label else mask.astype(np.int64)
         image = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
         return image, tv_tensors.Mask(torch.from_numpy(labels))
@@ -254,9 +270,11 @@ def validate_ade20k(url: str, *, strict: bool = False, workers: int | None = Non
             present = np.unique(decoded.pixels)
             bad = present[present > NUM_CLASSES]
             if bad.size:
-                chk.add("MaskValueError", mask_rel, f"mask holds value(s) {bad.tolist()} outside 0..{NUM_CLASSES}",
-                        fix, sample=image_rel, split=split)
-                continue
+                _, count = clear_bad_values(decoded.pixels)
+                chk.add("MaskValueError", mask_rel, f"mask holds value(s) {bad.tolist()} outside 0..{NUM_CLASSES} "
+                        f"in {count} pixel(s); they are set to 0 (other, ignored)", fix, split=split,
+                        unit=("pixels", mask_rel), units=count)
+                present = present[present <= NUM_CLASSES]
             per_class[present] += 1
             good += 1
         chk.report.counts[f"{split}/images"] = good

@@ -32,7 +32,7 @@ from ._base import RobustDataset, resolve_skip
 from ._check import Checker
 from ._gen import GeneratedData, check_size, empty_target, sample_rng
 from .classes import coco_categories
-from .errors import AnnotationSchemaError, BoxOutOfRangeError, LayoutError, ValidationReport
+from .errors import AnnotationSchemaError, LayoutError, ValidationReport
 from .fs import display, join, open_fs, read_bytes, write_bytes
 
 SPLITS = ("train", "val")
@@ -204,6 +204,11 @@ class CocoDetection(RobustDataset):
     ``category_ids``, ``iscrowd``, ``area``, ``image_id`` and, with ``with_masks``, ``masks``
     (``tv_tensors.Mask``, N×H×W uint8). Crowd regions are kept and flagged (``include_crowd=False`` drops
     them); ``filter_empty`` leaves out images without a non-crowd object (as detection training does).
+
+    A bad annotation (a zero-height box, a box outside the image, an unknown category, a broken polygon:
+    :func:`annotation_problems`, the rule validation applies; a repeated annotation id after its first
+    record) is dropped on its own and counted in ``dropped_annotations`` (ids); the image keeps its good
+    annotations. Images in ``skip`` (default: the manifest's skipped list) are left out.
     """
 
     def __init__(
@@ -228,12 +233,19 @@ class CocoDetection(RobustDataset):
         self.cat_ids = [int(c["id"]) for c in categories]
         self.classes = [str(c["name"]) for c in categories]
         self.cat_to_label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
+        self.dropped_annotations: set[int] = set()
+        seen: set[int] = set()
+        self._repeats: set[int] = set()  # identities of records whose annotation id appeared before
+        for ann in self.coco.dataset["annotations"]:
+            if ann["id"] in seen:
+                self._repeats.add(id(ann))
+            seen.add(ann["id"])
         exclude = resolve_skip(url, skip)
         self.ids: list[int] = []
         for image_id in sorted(self.coco.imgs):
             if self._image_key(image_id) in exclude:
                 continue
-            if filter_empty and not any(not a.get("iscrowd", 0) for a in self.coco.imgToAnns.get(image_id, [])):
+            if filter_empty and not any(not a.get("iscrowd", 0) for a in self._good_annotations(image_id)):
                 continue
             self.ids.append(image_id)
 
@@ -246,9 +258,19 @@ class CocoDetection(RobustDataset):
     def _key(self, index: int) -> str:
         return self._image_key(self.ids[index])
 
+    def _good_annotations(self, image_id: int) -> list[dict[str, Any]]:
+        image = self.coco.imgs[image_id]
+        good = []
+        for ann in self.coco.imgToAnns.get(image_id, []):
+            if id(ann) in self._repeats or annotation_problems(ann, image, self.cat_to_label):
+                self.dropped_annotations.add(ann["id"])
+            else:
+                good.append(ann)
+        return good
+
     def annotations(self, index: int) -> list[dict[str, Any]]:
-        """The raw COCO annotation records of sample ``index`` (polygons/RLE as in the file)."""
-        anns = self.coco.imgToAnns.get(self.ids[index], [])
+        """The usable COCO annotation records of sample ``index`` (polygons/RLE as in the file)."""
+        anns = self._good_annotations(self.ids[index])
         return [a for a in anns if self.include_crowd or not a.get("iscrowd", 0)]
 
     def _load(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
@@ -265,9 +287,6 @@ class CocoDetection(RobustDataset):
         boxes = np.zeros((len(anns), 4), dtype=np.float32)
         for row, ann in enumerate(anns):
             x, y, w, h = (float(v) for v in ann["bbox"])
-            if w <= 0 or h <= 0:
-                raise BoxOutOfRangeError(f"degenerate box {ann['bbox']}", file=display(self.url, annotation_file(self.split)),
-                                         record=f"annotation id {ann['id']}", fix="remove or fix the annotation")
             boxes[row] = (x, y, x + w, y + h)
         target: dict[str, Any] = {
             "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(boxes), format="XYXY", canvas_size=(height, width)),
@@ -297,52 +316,88 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_segmentation(chk: Checker, rel: str, record: str, seg: Any, width: int, height: int,
-                        sample: str, split: str) -> None:
+Finding = tuple[str, str, str, str]  # (error code, message, fix, where inside the annotation)
+
+
+def _segmentation_problems(seg: Any, width: int, height: int) -> list[Finding]:
     fix = "fix or remove the segmentation"
+    found: list[Finding] = []
     if isinstance(seg, list):
         for p, poly in enumerate(seg):
-            where = f"{record}, polygon {p}"
+            where = f", polygon {p}"
             if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
-                chk.add("AnnotationSchemaError", rel, "polygon must be a flat list of numbers", fix,
-                        record=where, sample=sample, split=split)
+                found.append(("AnnotationSchemaError", "polygon must be a flat list of numbers", fix, where))
             elif len(poly) % 2:
-                chk.add("PolygonError", rel, f"polygon has an odd number of coordinates ({len(poly)})",
-                        "give x, y pairs", record=where, sample=sample, split=split)
+                found.append(("PolygonError", f"polygon has an odd number of coordinates ({len(poly)})", "give x, y pairs",
+                              where))
             elif len(poly) < 6:
-                chk.add("PolygonError", rel, f"polygon has {len(poly) // 2} point(s), at least 3 are needed", fix,
-                        record=where, sample=sample, split=split)
+                found.append(("PolygonError", f"polygon has {len(poly) // 2} point(s), at least 3 are needed", fix, where))
             else:
                 xs, ys = np.asarray(poly[0::2]), np.asarray(poly[1::2])
                 if xs.min() < -TOLERANCE or ys.min() < -TOLERANCE or xs.max() > width + TOLERANCE or ys.max() > height + TOLERANCE:
-                    chk.add("PolygonError", rel, f"polygon reaches outside the {width}x{height} image "
-                            f"(x {xs.min():.1f}..{xs.max():.1f}, y {ys.min():.1f}..{ys.max():.1f})", fix,
-                            record=where, sample=sample, split=split)
+                    found.append(("PolygonError", f"polygon reaches outside the {width}x{height} image "
+                                  f"(x {xs.min():.1f}..{xs.max():.1f}, y {ys.min():.1f}..{ys.max():.1f})", fix, where))
     elif isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
         if size != [height, width]:
-            chk.add("AnnotationSchemaError", rel, f"RLE size {size} differs from the image's [{height}, {width}]",
-                    fix, record=record, sample=sample, split=split)
+            found.append(("AnnotationSchemaError", f"RLE size {size} differs from the image's [{height}, {width}]", fix, ""))
         elif isinstance(counts, list):
             if not all(isinstance(c, int) and c >= 0 for c in counts) or sum(counts) != height * width:
-                chk.add("AnnotationSchemaError", rel, "uncompressed RLE counts must be non-negative integers "
-                        f"summing to {height * width}", fix, record=record, sample=sample, split=split)
+                found.append(("AnnotationSchemaError", "uncompressed RLE counts must be non-negative integers "
+                              f"summing to {height * width}", fix, ""))
         elif isinstance(counts, str):
             try:
                 decoded = mask_utils.decode({"size": size, "counts": counts.encode()})
             except (ValueError, TypeError) as exc:
-                chk.add("AnnotationSchemaError", rel, f"compressed RLE cannot be decoded: {exc}", fix,
-                        record=record, sample=sample, split=split)
+                found.append(("AnnotationSchemaError", f"compressed RLE cannot be decoded: {exc}", fix, ""))
             else:
                 if decoded.shape != (height, width):
-                    chk.add("AnnotationSchemaError", rel, "compressed RLE has the wrong size", fix,
-                            record=record, sample=sample, split=split)
+                    found.append(("AnnotationSchemaError", "compressed RLE has the wrong size", fix, ""))
         else:
-            chk.add("AnnotationSchemaError", rel, "RLE needs 'counts' as a list or string", fix,
-                    record=record, sample=sample, split=split)
+            found.append(("AnnotationSchemaError", "RLE needs 'counts' as a list or string", fix, ""))
     else:
-        chk.add("AnnotationSchemaError", rel, "segmentation must be a list of polygons or an RLE dict", fix,
-                record=record, sample=sample, split=split)
+        found.append(("AnnotationSchemaError", "segmentation must be a list of polygons or an RLE dict", fix, ""))
+    return found
+
+
+def annotation_problems(ann: Any, image: dict[str, Any], category_ids: Iterable[int]) -> list[Finding]:
+    """What is wrong with one COCO annotation record of ``image`` (empty when it is usable).
+
+    The rule validation and :class:`CocoDetection` share: an annotation with any finding is dropped on
+    its own, its image and the image's other annotations stay. Checked: required keys and integer ids,
+    a known ``category_id``, ``bbox`` as ``[x, y, w, h]`` with ``w > 0`` and ``h > 0`` (COCO train2017
+    holds boxes with ``h == 0``) inside the image (``TOLERANCE`` pixels of slack), ``iscrowd`` in {0, 1}
+    and the segmentation (polygons with >= 3 points inside the image, or an RLE of the image's size).
+    """
+    fix = "fix or remove the annotation"
+    if not isinstance(ann, dict):
+        return [("AnnotationSchemaError", "annotation must be an object", fix, "")]
+    missing = [k for k in ("id", "image_id", "category_id", "bbox") if k not in ann]
+    if missing:
+        return [("AnnotationSchemaError", f"annotation misses key(s) {missing}", "add id, image_id, category_id and bbox",
+                 "")]
+    wrong = [k for k in ("id", "image_id", "category_id") if not isinstance(ann[k], int) or isinstance(ann[k], bool)]
+    if wrong:
+        return [("AnnotationSchemaError", f"key(s) {wrong} must be integers", fix, "")]
+    if ann["category_id"] not in category_ids:
+        return [("UnknownClassError", f"category_id {ann['category_id']} is not in the categories list",
+                 "use a listed category id", "")]
+    width, height = image["width"], image["height"]
+    bbox = ann["bbox"]
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        return [("AnnotationSchemaError", f"bbox must be [x, y, w, h] numbers, got {bbox!r}", fix, "")]
+    found: list[Finding] = []
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        found.append(("BoxOutOfRangeError", f"box {bbox} has no area", fix, ""))
+    elif x < -TOLERANCE or y < -TOLERANCE or x + w > width + TOLERANCE or y + h > height + TOLERANCE:
+        found.append(("BoxOutOfRangeError", f"box {bbox} (x, y, w, h) lies outside the {width}x{height} image",
+                      "clip the box to the image or fix its coordinates", ""))
+    if ann.get("iscrowd", 0) not in (0, 1):
+        found.append(("AnnotationSchemaError", f"iscrowd must be 0 or 1, got {ann['iscrowd']!r}", fix, ""))
+    if "segmentation" in ann:
+        found.extend(_segmentation_problems(ann["segmentation"], width, height))
+    return found
 
 
 def _validate_split(chk: Checker, split: str, reference_classes: list[str] | None) -> list[str] | None:
@@ -424,54 +479,27 @@ def _validate_split(chk: Checker, split: str, reference_classes: list[str] | Non
     ann_ids: set[int] = set()
     per_image: dict[int, int] = {}
     per_class: dict[str, int] = {name: 0 for name in classes}
-    fix_ann = "fix or remove the annotation"
     for i, ann in enumerate(document["annotations"]):
         record = f"annotations[{i}]" + (f" (id {ann.get('id')})" if isinstance(ann, dict) and "id" in ann else "")
-        if not isinstance(ann, dict):
-            chk.add("AnnotationSchemaError", rel, "annotation must be an object", fix_ann, record=record)
+        unit = ("annotations", record)
+        image_id = ann.get("image_id") if isinstance(ann, dict) else None
+        img = images.get(image_id) if isinstance(image_id, int) and not isinstance(image_id, bool) else None
+        if img is None and isinstance(ann, dict) and "image_id" in ann:
+            chk.add("AnnotationSchemaError", rel, f"image_id {ann['image_id']!r} is not in the images list",
+                    "remove the annotation or add its image", record=record, split=split, unit=unit)
             continue
-        image_id = ann.get("image_id")
-        img = images.get(image_id) if isinstance(image_id, int) else None
-        sample = f"{folder}/{img['file_name']}" if img else None
-        missing = [k for k in ("id", "image_id", "category_id", "bbox") if k not in ann]
-        if missing:
-            chk.add("AnnotationSchemaError", rel, f"annotation misses key(s) {missing}",
-                    "add id, image_id, category_id and bbox", record=record, sample=sample, split=split)
+        if img is None:  # no usable image_id: the schema check names what is missing
+            img = {"width": 0, "height": 0}
+        found = annotation_problems(ann, img, categories)
+        repeated = isinstance(ann, dict) and "id" in ann and ann["id"] in ann_ids
+        if isinstance(ann, dict) and "id" in ann:
+            ann_ids.add(ann["id"])
+        if repeated:  # the first record with an id wins, as in CocoDetection
+            found = [("DuplicateError", f"annotation id {ann['id']} appears twice", "give each annotation one id", "")]
+        for code, message, fix, where in found:
+            chk.add(code, rel, message, fix, record=record + where, split=split, unit=unit)
+        if found:
             continue
-        wrong = [k for k in ("id", "image_id", "category_id") if not isinstance(ann[k], int) or isinstance(ann[k], bool)]
-        if wrong:
-            chk.add("AnnotationSchemaError", rel, f"key(s) {wrong} must be integers", fix_ann,
-                    record=record, sample=sample, split=split)
-            continue
-        if img is None:
-            chk.add("AnnotationSchemaError", rel, f"image_id {ann['image_id']} is not in the images list",
-                    "remove the annotation or add its image", record=record)
-            continue
-        if ann["id"] in ann_ids:
-            chk.add("DuplicateError", rel, f"annotation id {ann['id']} appears twice", "give each annotation one id",
-                    record=record, sample=sample, split=split)
-        ann_ids.add(ann["id"])
-        if ann["category_id"] not in categories:
-            chk.add("UnknownClassError", rel, f"category_id {ann['category_id']} is not in the categories list",
-                    "use a listed category id", record=record, sample=sample, split=split)
-            continue
-        width, height = img["width"], img["height"]
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            chk.add("AnnotationSchemaError", rel, f"bbox must be [x, y, w, h] numbers, got {bbox!r}", fix_ann,
-                    record=record, sample=sample, split=split)
-            continue
-        x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            chk.add("BoxOutOfRangeError", rel, f"box {bbox} has no area", fix_ann, record=record, sample=sample, split=split)
-        elif x < -TOLERANCE or y < -TOLERANCE or x + w > width + TOLERANCE or y + h > height + TOLERANCE:
-            chk.add("BoxOutOfRangeError", rel, f"box {bbox} (x, y, w, h) lies outside the {width}x{height} image",
-                    "clip the box to the image or fix its coordinates", record=record, sample=sample, split=split)
-        if ann.get("iscrowd", 0) not in (0, 1):
-            chk.add("AnnotationSchemaError", rel, f"iscrowd must be 0 or 1, got {ann['iscrowd']!r}", fix_ann,
-                    record=record, sample=sample, split=split)
-        if "segmentation" in ann:
-            _check_segmentation(chk, rel, record, ann["segmentation"], width, height, sample, split)  # type: ignore[arg-type]
         per_image[img["id"]] = per_image.get(img["id"], 0) + 1
         per_class[categories[ann["category_id"]]] += 1
 

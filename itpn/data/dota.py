@@ -34,7 +34,7 @@ from ._base import RobustDataset, resolve_skip
 from ._check import IMAGE_EXTENSIONS, Checker
 from ._gen import GeneratedData, check_size, empty_target, sample_rng
 from .classes import DOTA_CLASSES
-from .errors import DotaLineError, LayoutError, UnknownClassError, ValidationReport
+from .errors import LayoutError, ValidationReport
 from .fs import display, join, list_files, open_fs, read_bytes, write_bytes
 from .geometry import clip_polygon, min_area_rect, poly_nms, polygon_area, rectangle
 
@@ -104,6 +104,34 @@ def parse_label_text(text: str) -> tuple[list[str], list[DotaObject], list[LineP
                                         f"use one of the 15 DOTA v1.0 classes: {', '.join(DOTA_CLASSES)}"))
             continue
         objects.append(DotaObject(np.array(coords, dtype=np.float64), name, difficulty, number))
+    return header, objects, problems
+
+
+def usable_objects(text: str, width: int | None = None, height: int | None = None
+                   ) -> tuple[list[str], list[DotaObject], list[LineProblem]]:
+    """:func:`parse_label_text` plus the geometry checks: ``(header, objects kept, problems of dropped lines)``.
+
+    A line is dropped on its own (its image and the other lines stay) when it does not parse, names an
+    unknown class, or its polygon has zero area or (with the image's ``width``/``height``) reaches more
+    than ``TOLERANCE`` pixels outside the image. Validation, :class:`DOTADataset`, :func:`split_dota` and
+    the mmrotate reader share this rule.
+    """
+    header, parsed, problems = parse_label_text(text)
+    problems = list(problems)
+    objects: list[DotaObject] = []
+    for obj in parsed:
+        corners = obj.polygon.reshape(4, 2)
+        lo, hi = corners.min(0), corners.max(0)
+        if polygon_area(corners) <= 0:
+            problems.append(LineProblem(obj.line, "PolygonError", "polygon has zero area", "fix the corner coordinates"))
+        elif width is not None and height is not None and (
+                lo.min() < -TOLERANCE or hi[0] > width + TOLERANCE or hi[1] > height + TOLERANCE):
+            problems.append(LineProblem(obj.line, "PolygonError", f"polygon reaches outside the {width}x{height} image "
+                                        f"(x {lo[0]:.1f}..{hi[0]:.1f}, y {lo[1]:.1f}..{hi[1]:.1f})",
+                                        "clip the polygon to the image or fix its coordinates"))
+        else:
+            objects.append(obj)
+    problems.sort(key=lambda p: p.line)
     return header, objects, problems
 
 
@@ -214,7 +242,9 @@ class DOTADataset(RobustDataset):
     ``target``: ``boxes`` (``BoundingBoxes`` in ``XYXYXYXY`` format, the 4 corners), ``labels`` (index in
     :data:`DOTA_CLASSES`), ``difficulty``, ``image_name``. Convert to ``CXCYWHR`` with
     ``torchvision.transforms.v2.functional.convert_bounding_box_format`` where a head needs it.
-    Works on full images and on the patches written by :func:`split_dota` (same layout).
+    Works on full images and on the patches written by :func:`split_dota` (same layout). A bad label
+    line (:func:`usable_objects`) is dropped on its own and counted in ``dropped_lines``
+    (``(label file, line number)``); the image keeps its other objects.
     """
 
     classes = list(DOTA_CLASSES)
@@ -238,6 +268,7 @@ class DOTADataset(RobustDataset):
         if not pairs:
             raise LayoutError(f"no images for split {split!r}", file=display(url, f"{split}/images"),
                               fix="point the URL at the folder holding train/images and train/labelTxt")
+        self.dropped_lines: set[tuple[str, int]] = set()
         exclude = resolve_skip(url, skip)
         self.samples = [(image, label) for image, label in pairs if image not in exclude]
         if split in LABELLED_SPLITS:
@@ -251,13 +282,10 @@ class DOTADataset(RobustDataset):
     def _key(self, index: int) -> str:
         return self.samples[index][0]
 
-    def _objects(self, label_rel: str) -> list[DotaObject]:
+    def _objects(self, label_rel: str, width: int | None = None, height: int | None = None) -> list[DotaObject]:
         text = read_bytes(self.fs, self.path(label_rel)).decode()
-        _, objects, problems = parse_label_text(text)
-        if problems:
-            first = problems[0]
-            error = DotaLineError if first.code == "DotaLineError" else UnknownClassError
-            raise error(first.message, file=display(self.url, label_rel), record=f"line {first.line}", fix=first.fix)
+        _, objects, problems = usable_objects(text, width, height)
+        self.dropped_lines.update((label_rel, p.line) for p in problems)
         return [o for o in objects if self.include_difficult or o.difficulty != 1]
 
     def _load(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
@@ -265,7 +293,7 @@ class DOTADataset(RobustDataset):
         with Image.open(io.BytesIO(read_bytes(self.fs, self.path(image_rel)))) as pil:
             pixels = np.array(pil.convert("RGB"))
         height, width = pixels.shape[:2]
-        objects = self._objects(label_rel) if label_rel else []
+        objects = self._objects(label_rel, width, height) if label_rel else []
         polys = np.array([o.polygon for o in objects], dtype=np.float32).reshape(-1, 8)
         target = {
             "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(polys), format="XYXYXYXY", canvas_size=(height, width)),
@@ -321,15 +349,16 @@ def split_dota(
     Windows are padded with zeros to ``patch_size``. An object goes to a patch when at least ``iof_thr``
     of its area lies inside: whole objects are shifted exactly, cut ones are replaced by the
     minimum-area rectangle of their visible part and get difficulty 2. Images in ``skip`` (default: the
-    source manifest's skipped list) are left out. Returns per split the numbers of images, patches and
-    objects written.
+    source manifest's skipped list) are left out, and so are bad label lines (:func:`usable_objects`;
+    their image stays). Returns per split the numbers of images, patches, objects written and label
+    lines dropped.
     """
     src_fs, src_root = open_fs(src_url)
     dst_fs, dst_root = empty_target(dst_url, overwrite)
     exclude = resolve_skip(src_url, skip)
     summary: dict[str, dict[str, int]] = {}
     for split in splits:
-        stats = {"images": 0, "patches": 0, "objects": 0}
+        stats = {"images": 0, "patches": 0, "objects": 0, "dropped_lines": 0}
         for image_rel, label_rel in _pairs(src_fs, src_root, split):
             if image_rel in exclude or (split in LABELLED_SPLITS and label_rel is None):
                 continue
@@ -337,13 +366,11 @@ def split_dota(
                 pixels = np.array(pil.convert("RGB"))
             header: list[str] = []
             objects: list[DotaObject] = []
-            if label_rel is not None:
-                header, objects, problems = parse_label_text(read_bytes(src_fs, join(src_root, label_rel)).decode())
-                if problems:
-                    raise DotaLineError(problems[0].message, file=display(src_url, label_rel),
-                                        record=f"line {problems[0].line}",
-                                        fix="run prepare()/validate() first so bad images are skipped")
             height, width = pixels.shape[:2]
+            if label_rel is not None:
+                text = read_bytes(src_fs, join(src_root, label_rel)).decode()
+                header, objects, problems = usable_objects(text, width, height)
+                stats["dropped_lines"] += len(problems)
             stem = _stem(image_rel)
             for y in window_starts(height, patch_size, gap):
                 for x in window_starts(width, patch_size, gap):
@@ -480,31 +507,17 @@ def validate_dota(url: str, *, strict: bool = False, workers: int | None = None)
             except UnicodeDecodeError as exc:
                 chk.add("DotaLineError", label_rel, f"not UTF-8 text: {exc}", "re-copy the file", sample=rel, split=split)
                 continue
-            _, objects, problems = parse_label_text(text)
+            _, objects, problems = usable_objects(text, decoded.width, decoded.height)
             for p in problems:
-                chk.add(p.code, label_rel, p.message, p.fix, record=f"line {p.line}", sample=rel, split=split)
+                chk.add(p.code, label_rel, p.message, p.fix, record=f"line {p.line}", split=split,
+                        unit=("lines", f"{label_rel} line {p.line}"))
             seen: dict[tuple, int] = {}
-            bad = bool(problems)
             for obj in objects:
-                corners = obj.polygon.reshape(4, 2)
-                record = f"line {obj.line}"
                 key = (tuple(obj.polygon.tolist()), obj.name)
                 if key in seen:
                     chk.add("DuplicateError", label_rel, f"same object as line {seen[key]}", "delete one of the lines",
-                            record=record, severity="warning")
+                            record=f"line {obj.line}", severity="warning")
                 seen.setdefault(key, obj.line)
-                if polygon_area(corners) <= 0:
-                    chk.add("PolygonError", label_rel, "polygon has zero area", "fix the corner coordinates",
-                            record=record, sample=rel, split=split)
-                    bad = True
-                lo, hi = corners.min(0), corners.max(0)
-                if lo.min() < -TOLERANCE or hi[0] > decoded.width + TOLERANCE or hi[1] > decoded.height + TOLERANCE:
-                    chk.add("PolygonError", label_rel, f"polygon reaches outside the {decoded.width}x{decoded.height} "
-                            f"image (x {lo[0]:.1f}..{hi[0]:.1f}, y {lo[1]:.1f}..{hi[1]:.1f})",
-                            "clip the polygon to the image or fix its coordinates", record=record, sample=rel, split=split)
-                    bad = True
-            if bad:
-                continue
             good += 1
             objects_total += len(objects)
             for obj in objects:

@@ -91,7 +91,9 @@ class Problem:
     """One finding of a validator.
 
     ``code`` is the name of the error class raised for it in strict mode; ``sample`` is the key of the
-    sample skipped because of it (None when nothing is skipped, e.g. warnings).
+    sample skipped because of it (None when nothing is skipped, e.g. warnings); ``dropped`` is the level of
+    what was left out because of it: ``"images"`` (the sample), ``"annotations"`` (one COCO annotation),
+    ``"lines"`` (one DOTA label line), ``"pixels"`` (mask pixels set to "not labelled"), or None.
     """
 
     code: str
@@ -101,6 +103,7 @@ class Problem:
     fix: str
     record: str | None = None
     sample: str | None = None
+    dropped: str | None = None
 
     def to_error(self) -> DataError:
         return ERRORS[self.code](self.message, file=self.file, record=self.record, fix=self.fix)
@@ -117,6 +120,7 @@ class Problem:
             "message": self.message,
             "fix": self.fix,
             "sample": self.sample,
+            "dropped": self.dropped,
         }
 
 
@@ -125,8 +129,10 @@ class ValidationReport:
     """What a validator found in one data set.
 
     ``counts`` are per split (``train/images`` ...), ``skipped`` maps each split to the sample keys
-    (paths relative to the data-set root) that readers must leave out, ``file_hashes`` holds the sha256
-    of every file read, for the manifest's content hash.
+    (paths relative to the data-set root) that readers must leave out, ``dropped`` counts per split what
+    was left out at each level (``images``, ``shards``, ``annotations``, ``lines``, ``pixels``: the smallest
+    bad unit goes, the good annotations of its image stay), ``file_hashes`` holds the sha256 of every
+    file read, for the manifest's content hash.
     """
 
     kind: str
@@ -136,6 +142,7 @@ class ValidationReport:
     class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
     file_hashes: dict[str, str] = field(default_factory=dict)
     file_sizes: dict[str, int] = field(default_factory=dict)
 
@@ -159,6 +166,13 @@ class ValidationReport:
     def skipped_samples(self) -> list[str]:
         return sorted(key for keys in self.skipped.values() for key in keys)
 
+    def dropped_total(self) -> dict[str, int]:
+        """What was left out at each level, summed over the splits: ``{"images": 1, "annotations": 3}``."""
+        total: Counter[str] = Counter()
+        for levels in self.dropped.values():
+            total.update(levels)
+        return dict(sorted(total.items()))
+
     @property
     def ok(self) -> bool:
         return not self.errors
@@ -172,6 +186,9 @@ class ValidationReport:
             f"{self.kind} at {self.url}: {counts or 'no samples'}; "
             f"{len(self.errors)} error(s), {len(self.warnings)} warning(s), {self.num_skipped} sample(s) skipped"
         )
+        dropped = ", ".join(f"{n} {level}" for level, n in self.dropped_total().items())
+        if dropped:
+            head += f"; dropped: {dropped}"
         lines = [head] + [f"  [{p.severity}] {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -197,4 +214,5 @@ class ValidationReport:
             "class_counts": self.class_counts,
             "problems": [p.to_dict() for p in self.problems],
             "skipped": self.skipped,
+            "dropped": self.dropped,
         }

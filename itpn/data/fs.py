@@ -56,6 +56,15 @@ def list_files(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, int]:
     return files
 
 
+def list_dirs(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
+    """The folders directly inside ``root``, empty ones included (relative names, sorted)."""
+    if not fs.exists(root):
+        return []
+    found = fs.ls(root, detail=True)
+    return sorted(posixpath.basename(fs._strip_protocol(info["name"]).rstrip("/"))
+                  for info in found if info.get("type") == "directory")
+
+
 def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write ``data`` to ``path``, creating parent folders where the filesystem has them."""
     parent = posixpath.dirname(path)

@@ -31,7 +31,7 @@ from ._check import IMAGE_EXTENSIONS, Checker, decode_image
 from ._gen import GeneratedData, check_size, empty_target, sample_rng
 from .classes import imagenet_wnids
 from .errors import CorruptImageError, LayoutError, ValidationReport
-from .fs import display, join, list_files, open_fs, read_bytes, write_bytes
+from .fs import display, join, list_dirs, list_files, open_fs, read_bytes, write_bytes
 
 SPLITS = ("train", "val")
 CLASSES_FILE = "classes.txt"
@@ -386,6 +386,13 @@ def validate_imagenet(url: str, *, strict: bool = False, workers: int | None = N
             else:
                 images.append(rel)
         per_class = {wnid: 0 for wnid in train_classes}
+        with_images = {rel.split("/")[1] for rel in chk.under(split) if rel.count("/") == 2 and _is_image(rel)}
+        for folder in list_dirs(chk.fs, join(chk.root, split)):
+            if folder not in with_images:
+                chk.add("LayoutError", f"{split}/{folder}", "class folder holds no image: readers that number the "
+                        "class folders (torchvision's ImageFolder) and readers that number the classes of the images "
+                        "(timm's, this project's) give different class ids, and so do splits",
+                        f"add its images or delete the folder {split}/{folder} in every split")
         for rel, decoded in chk.decode_images(images, split):
             if decoded is not None:
                 per_class[rel.split("/")[1]] += 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from ._check import MANIFEST_NAME
 from .errors import ValidationReport
-from .fs import join, open_fs, read_bytes, write_bytes
+from .fs import join, open_fs, read_bytes
 
 MANIFEST_VERSION = 1
 
@@ -27,6 +27,7 @@ def content_hash(file_hashes: dict[str, str]) -> str:
 
 
 def build_manifest(report: ValidationReport, *, generator: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of a validated data set (``dropped``: per split, what was left out at which level)."""
     return {
         "manifest_version": MANIFEST_VERSION,
         "kind": report.kind,
@@ -40,6 +41,7 @@ def build_manifest(report: ValidationReport, *, generator: dict[str, Any] | None
         "content_hash": content_hash(report.file_hashes),
         "skipped": report.skipped_samples,
         "num_skipped": report.num_skipped,
+        "dropped": report.dropped,
         "problems": {
             "errors": len(report.errors),
             "warnings": len(report.warnings),
@@ -47,29 +49,6 @@ def build_manifest(report: ValidationReport, *, generator: dict[str, Any] | None
         },
         "generator": generator,
     }
-
-
-def write_manifest(
-    kind: str,
-    url: str,
-    *,
-    report: ValidationReport | None = None,
-    generator: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write ``manifest.json`` at the data set's root and return it.
-
-    Without ``report`` the data set is validated first (default mode: bad samples are listed as skipped).
-    """
-    if report is None:
-        from .validate import validate
-
-        report = validate(kind, url)
-    elif report.kind != kind:
-        raise ValueError(f"report is for kind {report.kind!r}, not {kind!r}")
-    manifest = build_manifest(report, generator=generator)
-    fs, root = open_fs(url)
-    write_bytes(fs, join(root, MANIFEST_NAME), (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
-    return manifest
 
 
 def load_manifest(url: str) -> dict[str, Any] | None:

@@ -1,17 +1,21 @@
-"""``prepare(kind, url)``: the first stage of every pipeline run, the same for real and generated data."""
+"""``prepare(kind, url)``: the first stage of every pipeline run, the same for real and generated data;
+``write_manifest`` (it validates when given no report, so it lives here, above the validators and readers)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ._check import MANIFEST_NAME
 from ._gen import GeneratedData
 from .ade20k import generate_ade20k
 from .coco import generate_coco
 from .dota import generate_dota
 from .errors import ValidationReport
+from .fs import join, open_fs, write_bytes
 from .imagenet import generate_imagenet
-from .manifest import content_hash, load_manifest, write_manifest
+from .manifest import build_manifest, content_hash, load_manifest
 from .validate import check_kind, validate
 
 
@@ -46,6 +50,27 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in sorted(value.items())}
     return value
+
+
+def write_manifest(
+    kind: str,
+    url: str,
+    *,
+    report: ValidationReport | None = None,
+    generator: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``manifest.json`` at the data set's root and return it.
+
+    Without ``report`` the data set is validated first (default mode: bad samples are listed as skipped).
+    """
+    if report is None:
+        report = validate(kind, url)
+    elif report.kind != kind:
+        raise ValueError(f"report is for kind {report.kind!r}, not {kind!r}")
+    manifest = build_manifest(report, generator=generator)
+    fs, root = open_fs(url)
+    write_bytes(fs, join(root, MANIFEST_NAME), (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
+    return manifest
 
 
 def prepare(

@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import math
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
@@ -38,6 +37,8 @@ from itpn.data import ImageNetFolder, build_classification_transform
 from itpn.data.order import EpochSampler, SeededSamples, seed_all, step_seed, updates_per_epoch
 from itpn.files import join_url, write_atomically
 from itpn.models import load_checkpoint, save_safetensors
+from itpn.models.checkpoint import grid_metadata
+from itpn.models.checkpoint import read_safetensors_metadata as read_export_metadata
 from itpn.models.acceleration import set_acceleration
 from itpn.runtime import Runtime, setup_runtime
 
@@ -148,14 +149,6 @@ def _load(url: str) -> Optional[dict[str, Any]]:
         return None
     with filesystem.open(path, "rb") as handle:
         return torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
-
-
-def read_export_metadata(url: str) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file (read from its header only)."""
-    with fsspec.open(url, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    return header.get("__metadata__", {})
 
 
 # --- training ----------------------------------------------------------------------------------------
@@ -348,7 +341,8 @@ class ClassificationTrainer:
             metadata = {"model": config.model, "model_kwargs": json.dumps(config.model_kwargs),
                         "num_classes": str(self.num_classes), "img_size": str(config.img_size),
                         "variant": config.variant,
-                        "classes": json.dumps(self.train_set.classes), "epochs_done": str(self.epoch)}
+                        "classes": json.dumps(self.train_set.classes), "epochs_done": str(self.epoch),
+                        **grid_metadata(self.model)}
             save_safetensors(self.eval_model.state_dict(), export_url, metadata)
         if config.eval_variants:
             # The exported weights under each variant, every rank evaluating its share of the images;

@@ -25,18 +25,21 @@ from mmrotate.evaluation.functional import mean_ap as mmrotate_mean_ap
 from mmrotate.registry import DATASETS, METRICS
 from mmrotate.structures.bbox import rbox2qbox
 
-from itpn.data import DOTA_CLASSES, merge_dota_detections, parse_label_text
-from itpn.data.errors import DotaLineError, LayoutError, UnknownClassError
+from itpn.data import DOTA_CLASSES, merge_dota_detections, usable_objects
+from itpn.data.errors import LayoutError, UnknownClassError
 
 
 def read_label_file(path: str, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(polygons (N, 8), labels (N,), difficulty (N,))`` of one labelTxt file; bad lines raise naming the file."""
+    """``(polygons (N, 8), labels (N,), difficulty (N,))`` of one labelTxt file.
+
+    A bad line (``itpn.data.usable_objects``: unparsable, unknown DOTA class, zero area) is dropped on its
+    own with a warning naming the file and line; the image keeps its other objects. A DOTA class outside
+    the data set's ``classes`` raises.
+    """
     with open(path) as handle:
-        _, objects, problems = parse_label_text(handle.read())
-    if problems:
-        first = problems[0]
-        error = DotaLineError if first.code == "DotaLineError" else UnknownClassError
-        raise error(first.message, file=path, record=f"line {first.line}", fix=first.fix)
+        _, objects, problems = usable_objects(handle.read())
+    for problem in problems:
+        MMLogger.get_current_instance().warning(f"{path} (line {problem.line}): {problem.message}; line dropped")
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted({o.name for o in objects} - set(index))
     if unknown:

@@ -9,7 +9,9 @@ grid, and fails with the key and both shapes on any real mismatch.
 from __future__ import annotations
 
 import io
+import json
 import re
+import struct
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -32,6 +34,7 @@ PYRAMID_KEYS = ("align_dim_16tofpn", "split_16to8", "align_dim_16to8", "block_16
                 "align_dim_8to4", "block_8to4", "fpn_modules")
 WRAPPER_KEYS = ("model", "state_dict", "module", "model_ema")
 WRAPPER_PREFIXES = ("module.", "backbone.", "_orig_mod.")
+GRID_KEY = "pos_grid"  # safetensors metadata: the token grid the weights were trained on, "HxW"
 
 
 @dataclass
@@ -98,10 +101,46 @@ def read_state_dict(path_or_url: str) -> dict[str, torch.Tensor]:
     return state_dict
 
 
+def grid_metadata(model: nn.Module) -> dict[str, str]:
+    """``{"pos_grid": "HxW"}``: the model's token grid, for the metadata of an export (our choice of key)."""
+    height, width = model.pos_grid
+    return {GRID_KEY: f"{height}x{width}"}
+
+
+def read_safetensors_metadata(path_or_url: str) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file, read from its header only (empty when there is none)."""
+    with fsspec.open(path_or_url, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return header.get("__metadata__") or {}
+
+
+def _sorted_metadata(payload: bytes) -> bytes:
+    """``payload`` with its ``__metadata__`` entries in sorted key order.
+
+    safetensors' serializer keeps the metadata in a Rust ``HashMap``, whose iteration order changes
+    from call to call, so the same tensors and metadata gave different bytes (and DVC saw a changed
+    output). The header is rewritten with the same tensors and offsets; its length is padded to a
+    multiple of 8 with spaces, as the format asks (safetensors' format description).
+    """
+    (length,) = struct.unpack("<Q", payload[:8])
+    header = json.loads(payload[8 : 8 + length])
+    metadata = header.pop("__metadata__", None)
+    ordered = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    ordered.update(header)
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + payload[8 + length :]
+
+
 def save_safetensors(state_dict: dict[str, torch.Tensor], url: str, metadata: dict[str, str] | None = None) -> None:
-    """Write a state dict as safetensors to any fsspec URL, atomically for local paths."""
+    """Write a state dict as safetensors to any fsspec URL, atomically for local paths.
+
+    The bytes depend only on the tensors and the metadata (metadata in sorted key order), so a run
+    killed and resumed writes the same file as an uninterrupted one.
+    """
     tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
-    payload = save_safetensors_bytes(tensors, metadata=metadata)
+    payload = _sorted_metadata(save_safetensors_bytes(tensors, metadata=metadata))
     filesystem, path = fsspec.core.url_to_fs(url)
     temporary = f"{path}.tmp"
     with filesystem.open(temporary, "wb") as handle:
@@ -195,20 +234,51 @@ def describe(state_dict: dict[str, torch.Tensor]) -> str:
     return f"{kind}, embed dim {dim}, stem depths {stem}, {len(main)} attention blocks, {pyramid}"
 
 
-def _resize(key: str, value: torch.Tensor, target: torch.Tensor, model: nn.Module) -> torch.Tensor | None:
-    """Resample position tables to the model's grid; None if ``key`` cannot be resized."""
+def parse_grid(value: str | Iterable[int], source: str = "source_grid") -> tuple[int, int]:
+    """``(H, W)`` from ``"14x20"``, ``(14, 20)`` or ``[14, 20]``; raises ``ValueError`` naming ``source``."""
+    try:
+        parts = [int(v) for v in (value.lower().split("x") if isinstance(value, str) else value)]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source} {value!r} is not a token grid: give (height, width) in tokens, e.g. (14, 20) "
+                         f"for 224x320 pixels with 16-pixel patches") from error
+    if len(parts) != 2 or min(parts) < 1:
+        raise ValueError(f"{source} {value!r} is not a token grid: give (height, width) in tokens, e.g. (14, 20)")
+    return parts[0], parts[1]
+
+
+def _resize(key: str, value: torch.Tensor, target: torch.Tensor, model: nn.Module,
+            grid: tuple[int, int] | None) -> torch.Tensor | None:
+    """Resample position tables from the source ``grid`` (None: square, inferred from the token count)
+    to the model's grid with timm's ``resample_abs_pos_embed`` / ``resize_rel_pos_bias_table``; None if
+    ``key`` is no position table or its width differs."""
+    new = tuple(model.pos_grid)
     if key == "pos_embed" and value.dim() == 3 and value.shape[-1] == target.shape[-1]:
-        old = int(round(value.shape[1] ** 0.5))
-        if old * old == value.shape[1]:
-            return resample_abs_pos_embed(value, new_size=list(model.pos_grid), old_size=[old, old],
-                                          num_prefix_tokens=0)
-    if key.endswith("relative_position_bias_table") and value.shape[-1] == target.shape[-1]:
-        old_side = int(round(value.shape[0] ** 0.5))
-        if old_side * old_side == value.shape[0]:
-            old = ((old_side + 1) // 2,) * 2
-            return resize_rel_pos_bias_table(value, new_window_size=tuple(model.pos_grid),
-                                             new_bias_shape=tuple(target.shape), old_window_size=old)
+        old = grid or _square(value.shape[1], key)
+        if old[0] * old[1] != value.shape[1]:
+            raise CheckpointMismatchError(f"pos_embed holds {value.shape[1]} positions, not the {old[0]}x{old[1]} "
+                                          f"source grid given: pass the grid the checkpoint was trained on")
+        if old == new:
+            return value
+        return resample_abs_pos_embed(value, new_size=list(new), old_size=list(old), num_prefix_tokens=0)
+    if key.endswith("relative_position_bias_table") and value.dim() == 2 and value.shape[-1] == target.shape[-1]:
+        old = grid or tuple((side + 1) // 2 for side in _square(value.shape[0], key))
+        if (2 * old[0] - 1) * (2 * old[1] - 1) != value.shape[0]:
+            raise CheckpointMismatchError(f"{key} holds {value.shape[0]} offsets, not those of the {old[0]}x{old[1]} "
+                                          f"source grid given: pass the grid the checkpoint was trained on")
+        if old == new:
+            return value
+        return resize_rel_pos_bias_table(value, new_window_size=new, new_bias_shape=tuple(target.shape),
+                                         old_window_size=old)
     return None
+
+
+def _square(count: int, key: str) -> tuple[int, int]:
+    side = int(round(count ** 0.5))
+    if side * side != count:
+        raise CheckpointMismatchError(
+            f"{key} has {count} positions, which is no square grid, and the checkpoint does not record its grid: "
+            f"pass source_grid=(height, width) in tokens (e.g. (14, 20) for 224x320 images) to load_checkpoint")
+    return side, side
 
 
 def _mismatch_hint(key: str, source: torch.Size, target: torch.Size) -> str:
@@ -220,21 +290,36 @@ def _mismatch_hint(key: str, source: torch.Size, target: torch.Size) -> str:
 
 
 def load_checkpoint(model: nn.Module, path_or_url: str, strict: bool = True,
-                    allow_missing: Iterable[str] = ()) -> LoadReport:
+                    allow_missing: Iterable[str] = (), source_grid: str | Iterable[int] | None = None) -> LoadReport:
     """Load released or exported weights into ``model`` and report what happened to every key.
 
     Pre-training-only keys (mask token, decoders, distillation heads) are dropped and listed; a
     classifier whose class count differs is left at initialisation (fine-tuning to a new label
-    set); position embeddings and relative position tables are resampled to the model's grid.
-    Any other difference raises ``CheckpointMismatchError`` naming the keys and shapes. Model
-    keys the checkpoint lacks are an error under ``strict`` unless they start with one of
-    ``allow_missing`` (e.g. ``("pyramid.",)`` to start a pyramid from scratch), belong to
-    the classifier, or start as a no-op (relative position tables, zero-initialised).
+    set); position embeddings and relative position tables are resampled from the checkpoint's
+    token grid to the model's, any grid to any grid (timm's ``resample_abs_pos_embed`` /
+    ``resize_rel_pos_bias_table``). The source grid is ``source_grid`` (``(H, W)`` in tokens or
+    ``"HxW"``) when given, else the ``pos_grid`` our safetensors exports record, else the square
+    grid of the token count (released checkpoints are square); a non-square count without a known
+    grid raises naming ``source_grid``. Any other difference raises ``CheckpointMismatchError``
+    naming the keys and shapes. Model keys the checkpoint lacks are an error under ``strict``
+    unless they start with one of ``allow_missing`` (e.g. ``("pyramid.",)`` to start a pyramid from
+    scratch), belong to the classifier, or start as a no-op (relative position tables, zero-initialised).
     """
     state_dict = read_state_dict(path_or_url)
+    if source_grid is None and str(path_or_url).endswith(".safetensors"):
+        source_grid = read_safetensors_metadata(path_or_url).get(GRID_KEY)
+    return load_state_dict_checked(model, state_dict, str(path_or_url), strict=strict, allow_missing=allow_missing,
+                                   source_grid=source_grid)
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, strict: bool = True,
+                            allow_missing: Iterable[str] = (), source_grid: str | Iterable[int] | None = None
+                            ) -> LoadReport:
+    """:func:`load_checkpoint` on a state dict already read (``source`` names it in messages)."""
+    grid = parse_grid(source_grid) if source_grid is not None else None
     if is_official_layout(state_dict):
         state_dict = convert_official(state_dict, model.depths)
-    report = LoadReport(source=str(path_or_url))
+    report = LoadReport(source=source)
     target = model.state_dict()
     has_pyramid = getattr(model, "pyramid", None) is not None
     to_load: dict[str, torch.Tensor] = {}
@@ -254,27 +339,35 @@ def load_checkpoint(model: nn.Module, path_or_url: str, strict: bool = True,
                 report.dropped[key] = "classifier, the model has none"
             else:
                 unexpected.append(key)
-        elif value.shape != target[key].shape:
-            resized = _resize(key, value, target[key], model)
+        elif value.shape != target[key].shape or (grid is not None and grid != tuple(model.pos_grid)):
+            resized = _resize(key, value, target[key], model, grid)
             if resized is not None:
-                report.resized[key] = (tuple(value.shape), tuple(resized.shape))
+                if resized is not value:
+                    report.resized[key] = (tuple(value.shape), tuple(resized.shape))
                 to_load[key] = resized
+            elif value.shape == target[key].shape:
+                to_load[key] = value
             elif key.startswith("head."):
                 report.dropped[key] = f"classifier for {value.shape[0]} classes, the model has {target[key].shape[0]}"
             else:
-                mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(target[key].shape)}"
-                                  + _mismatch_hint(key, value.shape, target[key].shape))
+                mismatched.append(key)
         else:
             to_load[key] = value
     allowed = tuple(allow_missing)
     missing = [k for k in target if k not in to_load]
-    not_allowed = [k for k in missing
-                   if not (CLASSIFIER.match(k) or NEUTRAL_WHEN_NEW.search(k) or k.startswith(allowed))]
+    not_allowed = [k for k in missing if k not in mismatched
+                   and not (CLASSIFIER.match(k) or NEUTRAL_WHEN_NEW.search(k) or k.startswith(allowed))]
     problems = []
     if mismatched:
-        problems.append("shape mismatches:\n    " + "\n    ".join(mismatched))
+        problems.append("shape mismatches:\n    " + "\n    ".join(
+            f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(target[key].shape)}"
+            + _mismatch_hint(key, state_dict[key].shape, target[key].shape) for key in mismatched))
     if unexpected:
-        problems.append(f"keys the model does not have: {_abbreviate(unexpected, 10)}")
+        hint = ""
+        if any(re.search(r"\.ls[12]\.gamma$", k) for k in unexpected):
+            hint = (" (the checkpoint has LayerScale gamma_1/gamma_2 and the model none: build the model with "
+                    "LayerScale, init_values > 0, e.g. the Fast-iTPN default 0.1)")
+        problems.append(f"keys the model does not have: {_abbreviate(unexpected, 10)}{hint}")
     if not_allowed and strict:
         hint = ""
         if any(".ls1.gamma" in k for k in not_allowed):
@@ -284,9 +377,9 @@ def load_checkpoint(model: nn.Module, path_or_url: str, strict: bool = True,
         problems.append(f"model keys missing from the checkpoint: {_abbreviate(not_allowed, 10)}{hint}")
     if problems:
         raise CheckpointMismatchError(
-            f"{path_or_url} does not fit {type(model).__name__}.\n  checkpoint: {describe(state_dict)}\n"
+            f"{source} does not fit {type(model).__name__}.\n  checkpoint: {describe(state_dict)}\n"
             f"  model:      {describe(target)}\n  " + "\n  ".join(problems))
-    model.load_state_dict(to_load, strict=False)
+    nn.Module.load_state_dict(model, to_load, strict=False)
     report.loaded = sorted(to_load)
     report.initialised = missing
     return report

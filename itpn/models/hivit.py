@@ -7,9 +7,10 @@ The released iTPN/Fast-iTPN factories live in ``itpn.py`` / ``fast_itpn.py``.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.utils.checkpoint
@@ -30,6 +31,9 @@ from .layers import (
 )
 from .pyramid import FeaturePyramid
 from ._registry import create_backbone, default_cfg
+from .checkpoint import is_official_layout, load_state_dict_checked
+
+log = logging.getLogger(__name__)
 
 PATCH_SIZE = 16
 
@@ -182,6 +186,20 @@ class HiViT(nn.Module):
             self.fc_norm = norm_layer(self.embed_dim) if self.final_norm == "post_pool" else nn.Identity()
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes else nn.Identity()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, except that a released checkpoint's layout, or (``strict``) any
+        state dict that does not fit exactly, goes through :func:`itpn.models.load_checkpoint`'s rules:
+        conversion, pre-training keys dropped, position tables resampled, errors that name the fix.
+        ``timm.create_model(name, checkpoint_path=...)`` lands here (timm loads the file and calls this)."""
+        target = self.state_dict()
+        exact = set(state_dict) == set(target) and all(
+            getattr(state_dict[k], "shape", None) == v.shape for k, v in target.items())
+        if not is_official_layout(dict(state_dict)) and (exact or not strict):
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        report = load_state_dict_checked(self, dict(state_dict), "state dict", strict=strict)
+        log.info("%s", report.summary())
+        return nn.modules.module._IncompatibleKeys(report.initialised, [])
 
     # --- forward ----------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> tuple[int, int]:

@@ -1,29 +1,102 @@
-"""``PretrainConfig``: every knob of a pre-training run, loadable from a ``params.yaml`` section."""
+"""``PretrainConfig``: every knob of a pre-training run, loadable from a ``params.yaml`` section, and
+the named recipes of the paper and the released code (``recipe: NAME`` / ``--recipe NAME``)."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Mapping, Optional
 
 from itpn.config import DataclassConfig
 
-TeacherKind = Literal["ema", "clip", "none"]
+TeacherKind = Literal["ema", "clip", "clip_visible_distill", "none"]
 AmpDtype = Literal["bf16", "fp16", "fp32"]
 
 _CHOICES = {
-    "teacher": ("ema", "clip", "none"),
+    "teacher": ("ema", "clip", "clip_visible_distill", "none"),
     "mask_mode": ("random", "block"),
     "mfm_loss": (None, "mse", "smooth_l1", "cosine"),
+    "mfm_targets": ("masked", "visible"),
+    "clip_targets": ("all", "masked"),
     "amp_dtype": ("bf16", "fp16", "fp32"),
+}
+
+# --- named recipes ------------------------------------------------------------------------------
+# Each value is a partial config; keys given next to ``recipe`` (params.yaml, --set) override it.
+# ``batch_size`` is per process: the global batches below assume the released 64 GPUs.
+RECIPES: dict[str, dict[str, Any]] = {
+    # iTPN-B, pixel MIM + multi-stage MFM with the EMA teacher, 1600 epochs. Optimisation and masking:
+    # sunsmarterjie/iTPN itpn_pixel/PRETRAIN.md (64 GPUs x 64, blr 1.5e-4, mask 0.75, 40 warm-up
+    # epochs, 1600 epochs) and main_pretrain.py (AdamW betas (0.9, 0.95), weight decay 0.05, min_lr 0,
+    # no gradient clipping); model itpn_pixel/models/models_itpn_mim.py (fpn_depth 2, rpe off, decoder
+    # 512-d x 8 blocks x 16 heads, no drop path). EMA momentum 0.996 and lambda 0.3: paper section 3.4
+    # and equation 4; 1600 epochs: paper section 5.1 (400 and 1600 for the EMA teacher).
+    "itpn_pixel": dict(
+        model="itpn_base_patch16_224", model_kwargs={"fpn_depth": 2, "rpe": False}, img_size=224, drop_path=0.0,
+        teacher="ema", ema_momentum=0.996, mfm_weight=0.3, mask_ratio=0.75, mask_mode="random",
+        decoder_dim=512, decoder_depth=8, decoder_heads=16, norm_pix_loss=True, min_crop_scale=0.2,
+        batch_size=64, epochs=1600, warmup_epochs=40, blr=1.5e-4, lr=None, min_lr=0.0, weight_decay=0.05,
+        betas=(0.9, 0.95), eps=1e-8, clip_grad=None),
+    # iTPN-B distilled from CLIP-B/16, the released iTPN-CLIP recipe: itpn_clip/README.md (64 GPUs x 32,
+    # --lr 1.5e-3, --opt_betas 0.98 read as BEiT-v2's (0.9, 0.98), --epochs 300, --drop_path 0.1,
+    # --opt_eps 1e-8, --second_input_size 224) and run_itpn_pretraining.py defaults (75 of 196 units
+    # masked block-wise, 5 warm-up epochs, min_lr 1e-5, weight decay 0.05, no gradient clipping); model
+    # clip_tpn_base_3324_patch16_224 in modeling_pretrain.py (fpn_depth 1, rpe on; no LayerScale: the
+    # README passes --layer_scale_init_value 0.1, which would add gamma_1/gamma_2 to every block, but the
+    # released iTPN-B CLIP checkpoint holds none, so it was trained without; this recipe follows the
+    # checkpoint); smooth-L1 on all tokens: engine_for_pretraining.py. OpenAI weights need QuickGELU.
+    "itpn_clip_b16": dict(
+        model="itpn_base_patch16_224", model_kwargs={"fpn_depth": 1, "rpe": True}, img_size=224,
+        drop_path=0.1, teacher="clip", clip_model="ViT-B-16-quickgelu", mfm_loss="smooth_l1", clip_targets="all",
+        clip_aux_weight=1.0, mask_ratio=75 / 196, mask_mode="block", min_crop_scale=0.2,
+        batch_size=32, epochs=300, warmup_epochs=5, lr=1.5e-3, min_lr=1e-5, weight_decay=0.05, betas=(0.9, 0.98),
+        eps=1e-8, clip_grad=None),
+    # As itpn_clip_b16 with the CLIP-L/14 teacher (itpn_clip/README.md "iTPN-B using CLIP-L":
+    # --second_input_size 196, --teacher_dim 768; the width comes from the teacher here).
+    "itpn_clip_l14": dict(
+        model="itpn_base_patch16_224", model_kwargs={"fpn_depth": 1, "rpe": True}, img_size=224,
+        drop_path=0.1, teacher="clip", clip_model="ViT-L-14-quickgelu", mfm_loss="smooth_l1", clip_targets="all",
+        clip_aux_weight=1.0, mask_ratio=75 / 196, mask_mode="block", min_crop_scale=0.2,
+        batch_size=32, epochs=300, warmup_epochs=5, lr=1.5e-3, min_lr=1e-5, weight_decay=0.05, betas=(0.9, 0.98),
+        eps=1e-8, clip_grad=None),
+    # Fast-iTPN-B as the paper pre-trains every Fast-iTPN: section 5.1, "we pre-train all the Fast-iTPN
+    # series for 1600 epochs using CLIP-L as supervision and cosine similarity as loss function", and
+    # otherwise "the most configurations above": 75% random masking, blr 1.5e-4 with a 4096 batch,
+    # weight decay 0.05, cosine schedule, 40 warm-up epochs. The released iTPN-CLIP method
+    # (itpn_clip/modeling_pretrain.py) is the objective, as Fast-iTPN "inherits the pre-training
+    # strategies of iTPN" (section 4.3); no RPE in pre-training (Table 2, section 4.3). Where the
+    # paper is silent the released CLIP recipe fills in (ours): betas (0.9, 0.98), min_lr 1e-5,
+    # drop path 0.1, no gradient clipping. Fast-iTPN's LayerScale 0.1 is the model's default.
+    "fast_itpn_clip_l": dict(
+        model="fast_itpn_base_patch16_224", model_kwargs={}, img_size=224, drop_path=0.1, teacher="clip",
+        clip_model="ViT-L-14-quickgelu", mfm_loss="cosine", clip_targets="all", clip_aux_weight=1.0,
+        mask_ratio=0.75, mask_mode="random", min_crop_scale=0.2,
+        batch_size=64, epochs=1600, warmup_epochs=40, blr=1.5e-4, lr=None, min_lr=1e-5, weight_decay=0.05,
+        betas=(0.9, 0.98), eps=1e-8, clip_grad=None),
 }
 
 
 @dataclass
 class PretrainConfig(DataclassConfig):
-    """A pre-training run. Defaults are the paper's recipe (section 5.1) for Fast-iTPN-B with the
-    EMA teacher; ``batch_size`` is per process, the global batch is
-    ``batch_size * accum_steps * world_size`` and, unless ``lr`` is set, ``lr = blr * global / 256``."""
+    """A pre-training run. The plain defaults are the pixel iTPN recipe for Fast-iTPN-B with the EMA
+    teacher; ``recipe`` names a set of settings from the paper or the released code (``RECIPES``,
+    applied by ``from_dict`` / ``from_yaml`` / ``from_recipe``, keys given beside it win).
+    ``batch_size`` is per process, the global batch is ``batch_size * accum_steps * world_size``
+    and, unless ``lr`` is set, ``lr = blr * global / 256``.
 
+    ``teacher`` picks the objective:
+
+    * ``ema``: pixel MIM through the pyramid + multi-stage MFM against the moving-averaged backbone
+      (paper sections 3.3-3.4); ``mfm_targets`` says where (``masked`` units, the default, or the
+      student's own ``visible`` units, the variant measured trivial: see ``objective``).
+    * ``clip``: the released iTPN-CLIP method (``itpn_clip/modeling_pretrain.py``): no pixel decoder,
+      the masked units replaced by a mask token at stage 3, CLIP features of ``clip_targets``
+      regressed by the pyramid head and an auxiliary head (weight ``clip_aux_weight``).
+    * ``clip_visible_distill``: ours, not the paper's: pixel MIM + ``mfm_weight`` x CLIP distillation at
+      the visible units only.
+    * ``none``: pixel MIM alone.
+    """
+
+    recipe: Optional[str] = None  # a key of RECIPES (applied by from_dict / from_yaml / from_recipe)
     # model
     model: str = "fast_itpn_base_patch16_224"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
@@ -32,8 +105,13 @@ class PretrainConfig(DataclassConfig):
     # objective
     teacher: TeacherKind = "ema"
     ema_momentum: float = 0.996
-    clip_model: str = "ViT-L-14"  # open_clip config name, or a path to a model-config .json
+    mfm_targets: Literal["masked", "visible"] = "masked"  # EMA teacher: where the MFM targets are taken
+    # open_clip config name or path to a model-config .json. OpenAI's CLIP weights were trained with
+    # QuickGELU: open_clip's "-quickgelu" configs build it (the plain names build GELU).
+    clip_model: str = "ViT-L-14-quickgelu"
     clip_checkpoint: Optional[str] = None  # local path/URL of the open_clip weights
+    clip_targets: Literal["all", "masked"] = "all"  # clip mode: tokens supervised (released default: all)
+    clip_aux_weight: float = 1.0  # clip mode: weight of the auxiliary head at 3/4 depth (released 1.0)
     mask_ratio: float = 0.75
     mask_mode: Literal["random", "block"] = "random"
     mfm_weight: float = 0.3  # lambda of equation 4
@@ -59,6 +137,7 @@ class PretrainConfig(DataclassConfig):
     min_lr: float = 0.0
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
     clip_grad: Optional[float] = 3.0
     amp_dtype: AmpDtype = "bf16"
     device: str = "auto"  # auto: cuda:LOCAL_RANK when CUDA is available, else cpu
@@ -76,6 +155,8 @@ class PretrainConfig(DataclassConfig):
         self.betas = tuple(float(beta) for beta in self.betas)  # YAML gives a list
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers (beta1, beta2), got {self.betas}")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; the recipes are: {', '.join(RECIPES)}")
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
@@ -84,14 +165,35 @@ class PretrainConfig(DataclassConfig):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.epochs is None and self.total_steps is None:
             raise ValueError("set epochs or total_steps")
-        if self.teacher == "clip" and not self.clip_checkpoint:
-            raise ValueError("teacher='clip' needs clip_checkpoint, the local path of the open_clip weights")
+        if self.uses_clip and not self.clip_checkpoint:
+            raise ValueError(f"teacher={self.teacher!r} needs clip_checkpoint, the local path of the open_clip weights")
+
+    @property
+    def uses_clip(self) -> bool:
+        return self.teacher in ("clip", "clip_visible_distill")
 
     @property
     def feature_loss(self) -> str:
         if self.mfm_loss is not None:
             return self.mfm_loss
-        return "smooth_l1" if self.teacher == "clip" else "mse"
+        return "smooth_l1" if self.uses_clip else "mse"
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: Optional[str] = None) -> "PretrainConfig":
+        """Settings from a mapping; with ``recipe: NAME`` the recipe's settings come first and the
+        other keys override them. An unknown recipe or key is an error naming it and ``source``."""
+        name = values.get("recipe")
+        if name is not None:
+            if name not in RECIPES:
+                raise ValueError(f"unknown recipe {name!r} in {source or cls.__name__}; the recipes are: "
+                                 f"{', '.join(RECIPES)}")
+            values = {**RECIPES[name], **values}
+        return super().from_dict(values, source)
+
+    @classmethod
+    def from_recipe(cls, name: str, **overrides: Any) -> "PretrainConfig":
+        """``RECIPES[name]`` with ``overrides`` on top, e.g. ``from_recipe("itpn_pixel", data_url=...)``."""
+        return cls.from_dict({"recipe": name, **overrides}, source=f"recipe {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

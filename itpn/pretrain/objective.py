@@ -1,35 +1,52 @@
-"""The integral pre-training objective: MIM through the feature pyramid, plus multi-stage MFM.
+"""The pre-training objectives: integral pixel MIM with multi-stage MFM, and released iTPN-CLIP.
 
-Paper, sections 3.2-3.4 (equation 4): the backbone and the pyramid run on the visible units only;
-the pyramid outputs ``V^s`` (strides 16, 8, 4) are projected to the decoder width, summed per unit,
-the masked units are filled with a mask token, and a transformer decoder reconstructs the
-per-patch-normalised pixels of the masked units (MIM). MFM adds ``lambda * sum_s ||x^s - h^s(V^s)||``.
+``IntegralPretrainModel`` (paper, sections 3.2-3.4, equation 4): the backbone and the pyramid run
+on the visible units only; the pyramid outputs ``V^s`` (strides 16, 8, 4) are projected to the
+decoder width, summed per unit, the masked units are filled with a mask token, and a transformer
+decoder reconstructs the per-patch-normalised pixels of the masked units (MIM). MFM adds
+``lambda * sum_s ||x^s - h^s(.)||``. The decoder follows the released pixel iTPN
+(``itpn_pixel/models/models_itpn_mim.py``): per-level LayerNorm + Linear to ``dim / k^2`` per
+sub-token (512/128/32 for a 512-wide decoder), fixed 2-D sin-cos positions, 8 blocks of width 512
+with 16 heads, a linear layer to 16x16x3 pixels, MSE on the masked units.
+
+``ClipDistillModel`` is the released iTPN-CLIP method (``itpn_clip/modeling_pretrain.py``,
+``iTPNClipDistill.forward_features_for_pretraining`` and ``forward``; loss in
+``engine_for_pretraining.py``, ``train_one_epoch``): no pixel decoder; the stem runs on the whole
+image, the masked units are replaced by a learned mask token at the input of stage 3, the pyramid
+levels are projected (LN + Linear to D, D/4, D/16 per sub-token), summed per unit, normalised and
+mapped by ``lm_head`` to the CLIP width; an auxiliary head (two extra stage-3 blocks on the hidden
+state after block ``int(0.75 * depth)``, then LN and ``lm_cls_head``) regresses the same targets;
+loss ``L(head) + L(aux)`` over all tokens (the released default), smooth-L1 for iTPN-CLIP, cosine for
+Fast-iTPN with CLIP-L (paper section 5.1).
 
 Choices made here (the paper is silent or ambiguous; the released code has no MFM):
 
-* **EMA teacher targets.** Section 3.3 feeds the EMA teacher "only the masked patches (x ⊙ M, not
-  the entire image)", where section 3.2 defines ``x ⊙ M`` as the student's masked input, whose
-  backbone outputs "do not contain the tokens with indices in M". So the teacher sees the same
-  visible units as the student, and ``x^s`` is the teacher's last feature of stage s at those
-  units: stage-1 units (stride 4) for ``V^3``, stage-2 units (stride 8) for ``V^2``, stage-3
-  tokens (stride 16) for ``V^1``. Section 3.4 says ``x^s`` has the resolution of ``V^s`` and
-  ``h^s`` is "a linear projection working on each token individually"; that is exactly this.
-  Targets are layer-normalised without affine parameters (scale-free, as in data2vec/BEiT-v2)
-  and compared with MSE by default.
-* **CLIP teacher targets.** CLIP sees the entire (un-masked) image (BEiT practice, as the paper
-  says), resized so that its patch grid equals the student's unit grid (224 for ViT-B/16, 196
-  for ViT-L/14 at 224 student input), normalised with CLIP's own mean/std from the raw [0, 1]
-  image. The target is CLIP's last layer: ``ln_post(patch tokens) @ proj``, layer-normalised
-  without affine (as the released iTPN-CLIP code). Each pyramid level is down-sampled to the
-  stride-16 grid by space-to-depth inside its unit (a learned linear map of the flattened
-  ``k x k`` sub-tokens, so nothing is averaged away), the three are summed, and the sum is
-  compared at the visible units with smooth-L1 (iTPN) or cosine (Fast-iTPN).
-* The decoder follows the released pixel iTPN: per-level LayerNorm + Linear to ``dim / k^2``
-  per sub-token (512/128/32 for a 512-wide decoder), fixed 2-D sin-cos positions, 8 blocks of
-  width 512 with 16 heads, a linear layer to 16x16x3 pixels, MSE on the masked units.
+* **EMA-teacher MFM targets at the masked units** (``mfm_targets="masked"``, the default). Section
+  3.3 names the term *masked* feature modeling ("the goal is to recover the masked features") and
+  feeds the EMA teacher "only the masked patches (x ⊙ M, not the entire image)". The teacher
+  backbone runs on the masked units; ``x^s`` is its last feature of stage s there (stage-3 tokens
+  for stride 16, stage-2 units for 8, stage-1 units for 4; section 3.4). The student has no
+  feature at a masked unit before the decoder fills it, so ``h^s`` is a linear map of the decoder's
+  output token of that unit to the ``k x k`` sub-tokens of level s (ours: the paper's ``h^s(V^s)``
+  has nothing at masked positions; the released framework figure shows one decoder shared by all
+  levels). ``mfm_targets="visible"`` keeps the earlier reading (teacher on the student's visible
+  units, ``h^s`` a per-token linear map of ``V^s``): there the stride-8/4 levels hold a linear
+  lateral of the student's own stage-1/2 features, which the EMA teacher nearly repeats, so the
+  target is close to an identity map (measured in ``benchmarks/mfm_target.py``).
+  Targets are layer-normalised without affine parameters (data2vec/BEiT-v2 practice), MSE by default.
+* **CLIP teacher.** CLIP sees the entire image (BEiT practice, as the paper says), resized so that
+  its patch grid equals the student's unit grid (224 for ViT-B/16, 196 for ViT-L/14 at 224 student
+  input, as ``second_input_size`` in the released recipe), normalised with CLIP's own mean/std from
+  the [0, 1] image (the released ``ScalingLayerForClip`` assumed [-1, 1] input and fed CLIP
+  [0.5, 1]). The target is ``LN_no_affine(ln_post(patch tokens) @ proj)`` (``itpn_clip/clip/
+  create_clip.py``, ``clip_distill.get_target``).
+* ``clip_visible_distill`` (ours, not the released method): pixel MIM plus ``mfm_weight`` x CLIP
+  distillation at the visible units, each level down-sampled to the stride-16 grid by a learned
+  linear map of its flattened ``k x k`` sub-tokens, summed, normalised and projected.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Literal, Optional, Sequence
 
@@ -46,7 +63,8 @@ from itpn.models.layers import gather_units
 
 from .masking import Mask
 
-MfmMode = Literal["stages", "clip", "none"]
+MfmMode = Literal["stages", "clip_visible", "none"]
+MfmTargets = Literal["masked", "visible"]
 FeatureLoss = Literal["mse", "smooth_l1", "cosine"]
 LEVEL_NAMES = ("s16", "s8", "s4")  # order of FeaturePyramid's outputs
 LEVEL_SIZES = (1, 2, 4)  # sub-tokens per unit side at each level
@@ -67,7 +85,9 @@ def patchify(images: torch.Tensor, patch: int = PATCH_SIZE) -> torch.Tensor:
 
 
 def feature_loss(prediction: torch.Tensor, target: torch.Tensor, kind: FeatureLoss) -> torch.Tensor:
-    """Mean loss between predicted and target features (last dimension = channels)."""
+    """Mean loss between predicted and target features (last dimension = channels): ``mse``,
+    ``smooth_l1`` (beta 1, as ``nn.SmoothL1Loss()`` in the released iTPN-CLIP engine) averaged over
+    every element, or ``cosine``: ``1 - cos`` averaged over tokens."""
     prediction, target = prediction.float(), target.float()
     if kind == "mse":
         return F.mse_loss(prediction, target)
@@ -75,12 +95,28 @@ def feature_loss(prediction: torch.Tensor, target: torch.Tensor, kind: FeatureLo
         return F.smooth_l1_loss(prediction, target)
     if kind == "cosine":
         return (1.0 - F.cosine_similarity(prediction, target, dim=-1)).mean()
-    raise ValueError(f"unknown MFM loss {kind!r}; use 'mse', 'smooth_l1' or 'cosine'")
+    raise ValueError(f"unknown feature loss {kind!r}; use 'mse', 'smooth_l1' or 'cosine'")
 
 
 def standardize(features: torch.Tensor) -> torch.Tensor:
     """Layer norm without affine parameters: the scale-free form teacher features are compared in."""
     return F.layer_norm(features.float(), features.shape[-1:])
+
+
+def level_projections(fpn_dim: int, dim: int, eps: float = 1e-5) -> nn.ModuleList:
+    """Per pyramid level (strides 16, 8, 4): LayerNorm + Linear to ``dim / k^2`` per sub-token, so the
+    ``k x k`` sub-tokens of a unit flatten to ``dim`` (``decoder_embed`` of the released code)."""
+    if dim % 16:
+        raise ValueError(f"the merged width must be a multiple of 16 (the stride-4 level has 16 sub-tokens per "
+                         f"unit), got {dim}")
+    return nn.ModuleList([nn.Sequential(nn.LayerNorm(fpn_dim, eps=eps), nn.Linear(fpn_dim, dim // (size * size)))
+                          for size in LEVEL_SIZES])
+
+
+def merge_levels(projections: nn.ModuleList, levels: list[torch.Tensor]) -> torch.Tensor:
+    """Levels ``(B, L, k, k, F)`` -> ``(B, L, dim)``: each projected, its sub-tokens flattened in
+    row-major order, the three summed (``V = sum_s V^s``, paper section 3.2)."""
+    return sum(proj(level).flatten(2) for proj, level in zip(projections, levels))
 
 
 class PixelDecoder(nn.Module):
@@ -89,22 +125,19 @@ class PixelDecoder(nn.Module):
     def __init__(self, fpn_dim: int, dim: int = 512, depth: int = 8, num_heads: int = 16,
                  mlp_ratio: float = 4.0, patch: int = PATCH_SIZE, in_chans: int = 3):
         super().__init__()
-        if dim % 16:
-            raise ValueError(f"decoder_dim must be a multiple of 16 (the stride-4 level has 16 sub-tokens per "
-                             f"unit), got {dim}")
         self.dim = dim
-        self.level_proj = nn.ModuleList([
-            nn.Sequential(nn.LayerNorm(fpn_dim), nn.Linear(fpn_dim, dim // (size * size))) for size in LEVEL_SIZES
-        ])
+        self.level_proj = level_projections(fpn_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList([DecoderBlock(dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.pred = nn.Linear(dim, patch * patch * in_chans)
         trunc_normal_(self.mask_token, std=0.02)
 
-    def forward(self, levels: list[torch.Tensor], mask: Mask, grid: tuple[int, int]) -> torch.Tensor:
-        """Levels ``(B, L_keep, k, k, F)`` -> pixel predictions ``(B, L, patch*patch*C)`` for every unit."""
-        visible = sum(proj(level).flatten(2) for proj, level in zip(self.level_proj, levels))
+    def forward(self, levels: list[torch.Tensor], mask: Mask, grid: tuple[int, int]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Levels ``(B, L_keep, k, k, F)`` -> pixel predictions ``(B, L, patch*patch*C)`` and the
+        normalised decoder output ``(B, L, dim)`` of every unit."""
+        visible = merge_levels(self.level_proj, levels)
         batch, num_units = mask.masked.shape
         tokens = self.mask_token.to(visible.dtype).expand(batch, num_units, -1)
         tokens = tokens.scatter(1, mask.ids_keep[:, :, None].expand(-1, -1, self.dim), visible)
@@ -112,24 +145,38 @@ class PixelDecoder(nn.Module):
         x = tokens + pos[None]
         for block in self.blocks:
             x = block(x)
-        return self.pred(self.norm(x))
+        x = self.norm(x)
+        return self.pred(x), x
 
 
 class StageFeatureHeads(nn.Module):
-    """MFM heads for the EMA teacher: ``h^s`` maps each sub-token of ``V^s`` to the teacher's
-    stage feature at the same position (stride 16 <- stage 3, 8 <- stage 2, 4 <- stage 1)."""
+    """MFM heads ``h^s`` for the EMA teacher, one per level (stride 16 <- stage 3, 8 <- stage 2,
+    4 <- stage 1).
 
-    def __init__(self, fpn_dim: int, target_dims: Sequence[int]):
+    ``targets="masked"``: a linear map of the decoder's output token of each masked unit to the
+    ``k x k`` sub-tokens of the teacher's stage feature there: ``(B, L_m, dim)`` -> ``(B, L_m, k, k, C_s)``.
+    ``targets="visible"``: a per-sub-token linear map of ``V^s`` at the visible units:
+    ``(B, L_keep, k, k, fpn_dim)`` -> ``(B, L_keep, k, k, C_s)``.
+    """
+
+    def __init__(self, in_dim: int, target_dims: Sequence[int], targets: MfmTargets = "masked"):
         super().__init__()
-        self.heads = nn.ModuleList([nn.Linear(fpn_dim, dim) for dim in target_dims])
+        self.targets = targets
+        self.target_dims = tuple(target_dims)
+        widths = [dim * size * size if targets == "masked" else dim for dim, size in zip(target_dims, LEVEL_SIZES)]
+        self.heads = nn.ModuleList([nn.Linear(in_dim, width) for width in widths])
 
-    def forward(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [head(level) for head, level in zip(self.heads, levels)]
+    def forward(self, inputs: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.targets == "visible":
+            return [head(level) for head, level in zip(self.heads, inputs)]
+        batch, units, _ = inputs.shape
+        return [head(inputs).reshape(batch, units, size, size, dim)
+                for head, size, dim in zip(self.heads, LEVEL_SIZES, self.target_dims)]
 
 
-class ClipFeatureHead(nn.Module):
-    """MFM head for a CLIP teacher: every level down-sampled to the unit grid by a linear map of
-    its flattened ``k x k`` sub-tokens, summed, normalised and projected to CLIP's width."""
+class ClipVisibleHead(nn.Module):
+    """Head of ``clip_visible_distill`` (ours): every level down-sampled to the unit grid by a linear
+    map of its flattened ``k x k`` sub-tokens, summed, normalised and projected to CLIP's width."""
 
     def __init__(self, fpn_dim: int, clip_dim: int):
         super().__init__()
@@ -144,39 +191,61 @@ class ClipFeatureHead(nn.Module):
 
 @dataclass
 class TeacherTargets:
-    """What a teacher hands the objective: per-stage features of the visible units (``stages``:
-    stride-16 tokens (B, L_keep, C), stride-8 (B, L_keep, 2, 2, C/2), stride-4 (B, L_keep, 4, 4, C/4))
-    or CLIP's last layer on the full grid (``clip``: (B, L, D))."""
+    """What a teacher hands the objective: per-stage features of the units it saw (``stages``:
+    stride-16 tokens (B, n, C), stride-8 (B, n, 2, 2, C/2), stride-4 (B, n, 4, 4, C/4); ``n`` is
+    L_masked or L_keep by ``mfm_targets``) or CLIP's last layer on the full grid (``clip``: (B, L, D))."""
 
     stages: Optional[list[torch.Tensor]] = None
     clip: Optional[torch.Tensor] = None
 
 
+def _init_head_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def _require_pyramid(encoder: HiViT) -> None:
+    if encoder.pyramid is None:
+        raise ValueError("integral pre-training trains the backbone and the feature pyramid together: build "
+                         "the encoder with pyramid=True")
+
+
 class IntegralPretrainModel(nn.Module):
     """A ``HiViT`` with ``pyramid=True`` (``encoder``, exported unchanged for fine-tuning), the MIM
-    pixel decoder and the MFM heads. ``forward`` returns the named loss terms."""
+    pixel decoder and the MFM heads. ``forward`` returns the named loss terms.
+
+    ``mfm``: ``stages`` (EMA teacher, targets at ``mfm_targets`` units), ``clip_visible`` (ours:
+    CLIP distillation at the visible units, needs ``clip_dim``) or ``none`` (MIM alone)."""
 
     def __init__(self, encoder: HiViT, mfm: MfmMode = "stages", *, clip_dim: Optional[int] = None,
-                 mfm_weight: float = 0.3, mfm_loss: FeatureLoss = "mse", decoder_dim: int = 512,
-                 decoder_depth: int = 8, decoder_heads: int = 16, norm_pix_loss: bool = True):
+                 mfm_weight: float = 0.3, mfm_loss: FeatureLoss = "mse", mfm_targets: MfmTargets = "masked",
+                 decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
+                 norm_pix_loss: bool = True):
         super().__init__()
-        if encoder.pyramid is None:
-            raise ValueError("integral pre-training trains the backbone and the feature pyramid together: build "
-                             "the encoder with pyramid=True")
-        if mfm not in ("stages", "clip", "none"):
-            raise ValueError(f"mfm must be 'stages', 'clip' or 'none', got {mfm!r}")
-        if mfm == "clip" and not clip_dim:
-            raise ValueError("mfm='clip' needs clip_dim, the width of the CLIP teacher's output")
+        _require_pyramid(encoder)
+        if mfm not in ("stages", "clip_visible", "none"):
+            raise ValueError(f"mfm must be 'stages', 'clip_visible' or 'none', got {mfm!r}")
+        if mfm_targets not in ("masked", "visible"):
+            raise ValueError(f"mfm_targets must be 'masked' or 'visible', got {mfm_targets!r}")
+        if mfm == "clip_visible" and not clip_dim:
+            raise ValueError("mfm='clip_visible' needs clip_dim, the width of the CLIP teacher's output")
         self.encoder = encoder
         self.mfm = mfm
         self.mfm_weight = mfm_weight
         self.mfm_loss = mfm_loss
+        self.mfm_targets = mfm_targets
         self.norm_pix_loss = norm_pix_loss
         fpn_dim = encoder.pyramid.fpn_dim
         self.decoder = PixelDecoder(fpn_dim, decoder_dim, decoder_depth, decoder_heads, in_chans=encoder.in_chans)
         dims = (encoder.embed_dim, encoder.embed_dim // 2, encoder.embed_dim // 4)
-        self.stage_heads = StageFeatureHeads(fpn_dim, dims) if mfm == "stages" else None
-        self.clip_head = ClipFeatureHead(fpn_dim, clip_dim) if mfm == "clip" else None
+        head_in = decoder_dim if mfm_targets == "masked" else fpn_dim
+        self.stage_heads = StageFeatureHeads(head_in, dims, mfm_targets) if mfm == "stages" else None
+        self.clip_head = ClipVisibleHead(fpn_dim, clip_dim) if mfm == "clip_visible" else None
         for module in (self.decoder, self.stage_heads, self.clip_head):
             if module is not None:
                 module.apply(_init_head_weights)
@@ -191,12 +260,12 @@ class IntegralPretrainModel(nn.Module):
         normalized = normalize(images, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
         out = self.encoder.forward_backbone(normalized, mask.ids_keep)
         levels = self.encoder.pyramid(out.stage1, out.stage2, out.tokens)
-        prediction = self.decoder(levels, mask, out.grid)
+        prediction, decoded = self.decoder(levels, mask, out.grid)
         losses = {"mim": self.pixel_loss(prediction, normalized, mask)}
         if self.mfm != "none":
             if targets is None:
                 raise ValueError(f"mfm={self.mfm!r} needs teacher targets")
-            losses.update(self.feature_losses(levels, mask, targets))
+            losses.update(self.feature_losses(levels, decoded, mask, targets))
         mfm_terms = [value for name, value in losses.items() if name.startswith("mfm_")]
         losses["loss"] = losses["mim"] + self.mfm_weight * sum(mfm_terms) if mfm_terms else losses["mim"]
         return losses
@@ -211,26 +280,117 @@ class IntegralPretrainModel(nn.Module):
         weights = mask.masked.to(per_unit.dtype)
         return (per_unit * weights).sum() / weights.sum()
 
-    def feature_losses(self, levels: list[torch.Tensor], mask: Mask, targets: TeacherTargets
-                       ) -> dict[str, torch.Tensor]:
+    def feature_losses(self, levels: list[torch.Tensor], decoded: torch.Tensor, mask: Mask,
+                       targets: TeacherTargets) -> dict[str, torch.Tensor]:
         if self.stage_heads is not None:
             if targets.stages is None:
                 raise ValueError("the EMA-teacher MFM heads need per-stage teacher features (targets.stages)")
-            predictions = self.stage_heads(levels)
+            if self.mfm_targets == "masked":
+                predictions = self.stage_heads(gather_units(decoded, mask.ids_masked))
+            else:
+                predictions = self.stage_heads(levels)
             stage_targets = [targets.stages[0][:, :, None, None, :], *targets.stages[1:]]
+            for prediction, target in zip(predictions, stage_targets):
+                if prediction.shape[:2] != target.shape[:2]:
+                    raise ValueError(f"MFM targets cover {target.shape[1]} units per image, the heads predict "
+                                     f"{prediction.shape[1]} (mfm_targets={self.mfm_targets!r}): feed the teacher "
+                                     f"the matching units (EMATeacher(targets=...))")
             return {f"mfm_{name}": feature_loss(pred, standardize(target), self.mfm_loss)
                     for name, pred, target in zip(LEVEL_NAMES, predictions, stage_targets)}
         if targets.clip is None:
-            raise ValueError("the CLIP MFM head needs CLIP teacher features (targets.clip)")
+            raise ValueError("the CLIP distillation head needs CLIP teacher features (targets.clip)")
         target = gather_units(targets.clip, mask.ids_keep)
         return {"mfm_clip": feature_loss(self.clip_head(levels), standardize(target), self.mfm_loss)}
 
 
-def _init_head_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+def aux_block_index(depth: int) -> int:
+    """0-based stage-3 block whose output feeds the auxiliary head: ``int(0.75 * depth)``
+    (``iTPNClipDistill.forward_features_for_pretraining``: ``if i == int(0.75 * self.depth)``)."""
+    return int(0.75 * depth)
+
+
+class ClipDistillModel(nn.Module):
+    """The released iTPN-CLIP pre-training model around a ``HiViT`` with ``pyramid=True``
+    (``itpn_clip/modeling_pretrain.py``, ``iTPNClipDistill``); ``encoder`` is exported unchanged.
+
+    ``mask_token`` (1, 1, D) replaces the masked stage-3 input tokens; ``decoder_embed`` projects the
+    levels to D, D/4, D/16 per sub-token; ``norm`` + ``lm_head`` map the sum to the CLIP width;
+    ``cls_pt_layers`` (two fresh stage-3 blocks, with the drop path of the blocks at
+    ``int(0.75 * depth)`` and the next, as ``dpr_cls`` in the released code), ``norm_cls`` and
+    ``lm_cls_head`` form the auxiliary head. LayerNorms use eps 1e-6 as the released model.
+
+    ``loss``: ``smooth_l1`` (iTPN-CLIP) or ``cosine`` (Fast-iTPN, paper section 5.1); ``targets``:
+    ``all`` tokens (the released default) or only the ``masked`` ones (the released alternative, left
+    commented out in ``iTPNClipDistill.forward``); ``aux_weight`` scales the auxiliary term (1 released).
+    """
+
+    def __init__(self, encoder: HiViT, clip_dim: int, *, loss: FeatureLoss = "smooth_l1",
+                 targets: Literal["all", "masked"] = "all", aux_weight: float = 1.0):
+        super().__init__()
+        _require_pyramid(encoder)
+        if targets not in ("all", "masked"):
+            raise ValueError(f"clip_targets must be 'all' or 'masked', got {targets!r}")
+        dim = encoder.embed_dim
+        self.encoder = encoder
+        self.loss_kind = loss
+        self.targets = targets
+        self.aux_weight = aux_weight
+        self.aux_index = aux_block_index(len(encoder.blocks))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.decoder_embed = level_projections(encoder.pyramid.fpn_dim, dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.lm_head = nn.Linear(dim, clip_dim)
+        last = len(encoder.blocks) - 1
+        self.cls_pt_layers = nn.ModuleList([
+            copy.deepcopy(encoder.blocks[min(self.aux_index + offset, last)]) for offset in range(2)])
+        self.norm_cls = nn.LayerNorm(dim, eps=1e-6)
+        self.lm_cls_head = nn.Linear(dim, clip_dim)
+        for module in (self.decoder_embed, self.norm, self.lm_head, self.cls_pt_layers, self.norm_cls,
+                       self.lm_cls_head):
+            module.apply(encoder._init_weights)  # the copied blocks start afresh, as the released model's
+        trunc_normal_(self.mask_token, std=0.02)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {f"encoder.{name}" for name in self.encoder.no_weight_decay()}
+
+    def forward_features(self, images: torch.Tensor, mask: Mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """``images`` in [0, 1] ``(B, 3, H, W)`` -> (head input ``(B, L, D)``: the normalised sum of the
+        projected levels; auxiliary input ``(B, L, D)``: the normalised output of ``cls_pt_layers``)."""
+        encoder = self.encoder
+        if encoder.acceleration is not None:
+            raise ValueError("token migration and gathering accelerate fine-tuning and inference, not masked "
+                             "pre-training: call itpn.models.set_acceleration(model, 'baseline') first")
+        cfg = getattr(encoder, "pretrained_cfg", None) or {}
+        normalized = normalize(images, cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD))
+        grid = encoder.check_input(normalized)
+        stage1, stage2, tokens = encoder.forward_stem(normalized)  # the whole image
+        masked = mask.masked[:, :, None].to(tokens.dtype)
+        tokens = tokens * (1 - masked) + self.mask_token.to(tokens.dtype) * masked
+        x = encoder.pos_drop(tokens + encoder.position_embedding(grid))
+        biases = encoder.attention_biases(grid)
+        hidden = x
+        for index, (block, bias) in enumerate(zip(encoder.blocks, biases)):
+            x = encoder._run(block, x, bias)
+            if index == self.aux_index:
+                hidden = x
+        levels = encoder.pyramid(stage1, stage2, x)
+        for block in self.cls_pt_layers:
+            hidden = encoder._run(block, hidden, block.attn.position_bias(grid))
+        return self.norm(merge_levels(self.decoder_embed, levels)), self.norm_cls(hidden)
+
+    def forward(self, images: torch.Tensor, mask: Mask, targets: Optional[TeacherTargets] = None
+                ) -> dict[str, torch.Tensor]:
+        """Returns ``loss`` = ``clip`` + ``aux_weight`` x ``clip_aux``; the targets are
+        ``LN_no_affine(CLIP tokens)`` of ``targets.clip`` ``(B, L, clip_dim)``."""
+        if targets is None or targets.clip is None:
+            raise ValueError("the CLIP mode needs CLIP teacher features (targets.clip)")
+        features, aux = self.forward_features(images, mask)
+        prediction, aux_prediction = self.lm_head(features), self.lm_cls_head(aux)
+        target = standardize(targets.clip)
+        if self.targets == "masked":
+            prediction, aux_prediction, target = (value[mask.masked] for value in (prediction, aux_prediction, target))
+        losses = {"clip": feature_loss(prediction, target, self.loss_kind),
+                  "clip_aux": feature_loss(aux_prediction, target, self.loss_kind)}
+        losses["loss"] = losses["clip"] + self.aux_weight * losses["clip_aux"]
+        return losses

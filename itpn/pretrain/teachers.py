@@ -1,14 +1,19 @@
 """MFM teachers: the moving-averaged student backbone, or a CLIP image tower loaded from disk.
 
-Both run without gradients and produce ``TeacherTargets`` for ``IntegralPretrainModel``; each
+Both run without gradients and produce ``TeacherTargets`` for ``IntegralPretrainModel`` (EMA, and
+CLIP for ``clip_visible_distill``) or ``ClipDistillModel`` (the released iTPN-CLIP); each
 normalises the raw [0, 1] images itself (ImageNet statistics for the EMA teacher, CLIP's own for
 CLIP: the released iTPN-CLIP code fed CLIP [0.5, 1] images, which this avoids).
 """
 from __future__ import annotations
 
 import copy
+import json
+import logging
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import fsspec
 import torch
@@ -19,7 +24,9 @@ from torch import nn
 from itpn.models import HiViT
 
 from .masking import Mask
-from .objective import TeacherTargets, normalize
+from .objective import MfmTargets, TeacherTargets, normalize
+
+log = logging.getLogger(__name__)
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
@@ -29,13 +36,18 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
 
 class EMATeacher(nn.Module):
     """An exponential moving average of the student backbone: ``t <- m * t + (1 - m) * s`` after every
-    optimiser update (m = 0.996 in the paper). Fed the student's visible units (see ``objective``)."""
+    optimiser update (m = 0.996, paper section 3.4). Fed the masked units (``targets="masked"``, paper
+    section 3.3: "only the masked patches") or the student's visible ones (``"visible"``); see
+    ``objective`` for why the default is the masked units."""
 
-    def __init__(self, student: HiViT, momentum: float = 0.996):
+    def __init__(self, student: HiViT, momentum: float = 0.996, targets: MfmTargets = "masked"):
         super().__init__()
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"EMA momentum must be in [0, 1), got {momentum}")
+        if targets not in ("masked", "visible"):
+            raise ValueError(f"EMA teacher targets must be 'masked' or 'visible', got {targets!r}")
         self.momentum = momentum
+        self.targets = targets
         self.backbone = copy.deepcopy(student)
         self.backbone.pyramid = None  # targets are backbone stage features; the pyramid is not needed
         self.backbone.requires_grad_(False)
@@ -68,8 +80,10 @@ class EMATeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, mask: Mask) -> TeacherTargets:
-        out = self.backbone.forward_backbone(normalize(images, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
-                                             mask.ids_keep)
+        """Stage features ``[tokens (B, n, C), stage2 (B, n, 2, 2, C/2), stage1 (B, n, 4, 4, C/4)]`` of the
+        ``n`` masked (or visible) units, the teacher seeing those units only."""
+        units = mask.ids_masked if self.targets == "masked" else mask.ids_keep
+        out = self.backbone.forward_backbone(normalize(images, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), units)
         return TeacherTargets(stages=[out.tokens, out.stage2, out.stage1])
 
 
@@ -99,9 +113,83 @@ def check_clip_checkpoint(checkpoint: Optional[str]) -> str:
     return checkpoint
 
 
+OPENAI_KEYS = ("input_resolution", "context_length", "vocab_size")  # entries of OpenAI's own CLIP state dicts
+
+
+def openai_weights_evidence(checkpoint: str) -> Optional[str]:
+    """Why ``checkpoint`` (a local file) looks like OpenAI's CLIP weights, or None: OpenAI released CLIP
+    as TorchScript archives whose state dict carries ``input_resolution``, ``context_length`` and
+    ``vocab_size`` (openai/CLIP ``clip/model.py``, ``build_model``; open_clip's ``load_state_dict`` pops
+    them for the same reason). Unreadable files give None (open_clip then names the problem)."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        return None
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any(name.endswith("constants.pkl") for name in names) and any("/code/" in name for name in names):
+            return "a TorchScript archive, the format OpenAI released CLIP in"
+    keys: list[str] = []
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                keys = list(handle.keys())
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else {}
+            keys = list(state)
+    except Exception:  # noqa: BLE001 - not ours to diagnose; open_clip's loader reports it
+        return None
+    found = [key for key in OPENAI_KEYS if key in keys]
+    return f"its state dict holds OpenAI's {found} entries" if found else None
+
+
+def sibling_open_clip_config(checkpoint: str) -> tuple[Optional[Path], Optional[dict[str, Any]]]:
+    """The ``open_clip_config.json`` next to ``checkpoint`` (the Hugging Face hub layout), if any."""
+    path = Path(checkpoint).expanduser().parent / "open_clip_config.json"
+    if not path.is_file():
+        return None, None
+    return path, json.loads(path.read_text()).get("model_cfg")
+
+
+def check_clip_activation(model: str, name: str, config: dict[str, Any], checkpoint: str) -> None:
+    """Refuse a teacher whose activation disagrees with its weights where that can be told.
+
+    OpenAI's CLIP weights were trained with QuickGELU; open_clip's plain ``ViT-L-14`` / ``ViT-B-16``
+    configs build GELU, and a state dict loads strictly either way, so the targets come out wrong
+    without a word (open_clip only warns for a pretrained *tag*, ``factory.create_model``). Raises
+    ``ValueError`` when the checkpoint is OpenAI's (``openai_weights_evidence``) and ``config`` has no
+    ``quick_gelu``, or when an ``open_clip_config.json`` beside the file says otherwise than
+    ``config``; warns when the architecture has OpenAI weights and neither can be told."""
+    import open_clip
+
+    quick_gelu = bool(config.get("quick_gelu", False))
+    fix = f"clip_model='{name}-quickgelu'" if open_clip.get_model_config(f"{name}-quickgelu") else \
+        "a model config with \"quick_gelu\": true"
+    evidence = openai_weights_evidence(checkpoint)
+    if evidence and not quick_gelu:
+        raise ValueError(f"CLIP teacher {checkpoint} holds OpenAI weights ({evidence}), which were trained with "
+                         f"QuickGELU, but clip_model={model!r} builds GELU, so every target would be wrong: use {fix}")
+    sibling, sibling_config = sibling_open_clip_config(checkpoint)
+    if sibling_config is not None and bool(sibling_config.get("quick_gelu", False)) != quick_gelu:
+        raise ValueError(f"CLIP teacher {checkpoint}: {sibling} says quick_gelu={sibling_config.get('quick_gelu', False)}"
+                         f" but clip_model={model!r} has quick_gelu={quick_gelu}; use the configuration the weights "
+                         f"were trained with (open_clip's '-quickgelu' names build QuickGELU)")
+    if not quick_gelu and evidence is None and sibling_config is None:
+        if open_clip.get_pretrained_cfg(name, "openai"):
+            message = (f"clip_model={model!r} builds GELU; if {checkpoint} holds OpenAI's CLIP weights (trained with "
+                       f"QuickGELU) use {fix}, else ignore this")
+            log.warning(message)
+            warnings.warn(message, UserWarning, stacklevel=3)
+
+
 class ClipTeacher(nn.Module):
     """The image tower of an open_clip model; targets are ``ln_post(patch tokens) @ proj`` on the full
-    image, resized so that CLIP's patch grid equals the student's unit grid."""
+    image, resized so that CLIP's patch grid equals the student's unit grid. ``model`` is an open_clip
+    config name (OpenAI weights: a ``-quickgelu`` name) or a model-config JSON path; the activation is
+    checked against the weights by ``check_clip_activation``."""
 
     def __init__(self, model: str, checkpoint: str, student_grid: tuple[int, int]):
         super().__init__()
@@ -113,6 +201,7 @@ class ClipTeacher(nn.Module):
         if config is None:
             raise ValueError(f"unknown open_clip model {model!r}; use one of open_clip.list_models() "
                              f"(e.g. ViT-B-16, ViT-L-14) or a path to a model-config .json")
+        check_clip_activation(model, name, config, checkpoint)
         patch = config["vision_cfg"]["patch_size"]
         self.input_size = (student_grid[0] * patch, student_grid[1] * patch)
         clip = open_clip.create_model(name, pretrained=checkpoint, force_image_size=self.input_size)

@@ -38,12 +38,13 @@ from itpn.data.order import EpochSampler, sample_seed, step_seed, updates_per_ep
 from itpn.files import join_url, write_atomically
 from itpn.runtime import Runtime, setup_runtime
 from itpn.models import HiViT, save_safetensors
+from itpn.models.checkpoint import grid_metadata
 from itpn.models.hivit import PATCH_SIZE
 
 from .config import PretrainConfig
 from .data import SkipUnreadable, collate_images, pretrain_transform
 from .masking import Mask, MaskGenerator
-from .objective import IntegralPretrainModel
+from .objective import ClipDistillModel, IntegralPretrainModel
 from .teachers import ClipTeacher, EMATeacher, check_clip_checkpoint
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,17 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "backbone.safetensors"
 METRICS_NAME = "metrics.jsonl"
-CHECKPOINT_FORMAT = "itpn-pretrain/1"
+CHECKPOINT_FORMAT = "itpn-pretrain/2"
+# Format 1 (before 2026-11-30) meant by teacher='clip' what is now 'clip_visible_distill', and took the
+# EMA teacher's MFM targets at the visible units.
+FORMAT_1_MEANING = {"teacher": {"clip": "clip_visible_distill"}, "mfm_targets": "visible"}
+# Settings a resumed run may change: where and how it runs, not what it trains. Every other setting (the
+# model, the objective and its teacher, the optimiser, the schedule, the seed) must equal the checkpoint's;
+# the global batch is checked on its own (batch_size and accum_steps may trade against the process count).
+RESUME_FREE_SETTINGS = frozenset({
+    "recipe", "data_url", "data_split", "clip_checkpoint", "num_workers", "batch_size", "accum_steps", "amp_dtype",
+    "device", "fsdp", "compile", "output_url", "checkpoint_every", "resume", "stop_after_steps", "progress",
+})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,12 +86,20 @@ def build_encoder(config: PretrainConfig) -> HiViT:
                              drop_path_rate=config.drop_path, **config.model_kwargs)
 
 
-def build_objective(config: PretrainConfig, clip_dim: Optional[int] = None) -> IntegralPretrainModel:
-    mfm = {"ema": "stages", "clip": "clip", "none": "none"}[config.teacher]
+def build_objective(config: PretrainConfig, clip_dim: Optional[int] = None
+                    ) -> IntegralPretrainModel | ClipDistillModel:
+    """The model ``config.teacher`` asks for: the released iTPN-CLIP model for ``clip`` (``clip_dim`` =
+    the teacher's width), else the integral pixel-MIM model with its MFM heads."""
+    if config.teacher == "clip":
+        if not clip_dim:
+            raise ValueError("teacher='clip' needs clip_dim, the width of the CLIP teacher's output")
+        return ClipDistillModel(build_encoder(config), clip_dim, loss=config.feature_loss,
+                                targets=config.clip_targets, aux_weight=config.clip_aux_weight)
+    mfm = {"ema": "stages", "clip_visible_distill": "clip_visible", "none": "none"}[config.teacher]
     return IntegralPretrainModel(
         build_encoder(config), mfm, clip_dim=clip_dim, mfm_weight=config.mfm_weight, mfm_loss=config.feature_loss,
-        decoder_dim=config.decoder_dim, decoder_depth=config.decoder_depth, decoder_heads=config.decoder_heads,
-        norm_pix_loss=config.norm_pix_loss)
+        mfm_targets=config.mfm_targets, decoder_dim=config.decoder_dim, decoder_depth=config.decoder_depth,
+        decoder_heads=config.decoder_heads, norm_pix_loss=config.norm_pix_loss)
 
 
 def build_dataset(config: PretrainConfig, dataset: Optional[Dataset]) -> SkipUnreadable:
@@ -136,7 +155,7 @@ class Trainer:
 
     def __init__(self, config: PretrainConfig, dataset: Optional[Dataset] = None, runtime: Optional[Runtime] = None):
         self.config = config
-        if config.teacher == "clip":  # fail before anything is built
+        if config.uses_clip:  # fail before anything is built
             check_clip_checkpoint(config.clip_checkpoint)
         self.runtime = runtime or setup_runtime(config.device)
         device = self.runtime.device
@@ -152,17 +171,17 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         grid = (config.img_size // PATCH_SIZE, config.img_size // PATCH_SIZE)
         self.clip_teacher = None
-        if config.teacher == "clip":
+        if config.uses_clip:
             self.clip_teacher = ClipTeacher(config.clip_model, config.clip_checkpoint, grid).to(device)
         self.objective = build_objective(config, self.clip_teacher.dim if self.clip_teacher else None).to(device)
-        self.ema_teacher = EMATeacher(self.objective.encoder, config.ema_momentum).to(device) \
+        self.ema_teacher = EMATeacher(self.objective.encoder, config.ema_momentum, config.mfm_targets).to(device) \
             if config.teacher == "ema" else None
         self.masks = MaskGenerator(grid, config.mask_ratio, config.mask_mode)
 
         self.lr = config.lr if config.lr is not None else config.blr * self.global_batch / 256
         self.model = self._wrap(self.objective)
         self.optimizer = create_optimizer_v2(self.objective, opt="adamw", lr=self.lr,
-                                             weight_decay=config.weight_decay, betas=config.betas)
+                                             weight_decay=config.weight_decay, betas=config.betas, eps=config.eps)
         self.scheduler = CosineLRScheduler(self.optimizer, t_initial=self.total_steps - self.warmup_steps,
                                            lr_min=config.min_lr, warmup_t=self.warmup_steps,
                                            warmup_lr_init=min(1e-6, self.lr), warmup_prefix=True, t_in_epochs=False)
@@ -174,7 +193,7 @@ class Trainer:
         self.last_checkpoint: Optional[str] = None
         self.checkpoint_url = join_url(config.output_url, CHECKPOINT_NAME)
 
-    def _wrap(self, objective: IntegralPretrainModel) -> nn.Module:
+    def _wrap(self, objective: nn.Module) -> nn.Module:
         model: nn.Module = objective
         if self.config.fsdp:
             if not self.runtime.distributed:
@@ -262,7 +281,35 @@ class Trainer:
                 "rng": {"seed": self.config.seed, "scheme": "seeded by sample position and (step, micro-step, rank)"},
                 "skipped_images": self.skipped_images, "last_loss": self.last_loss,
                 "world_size": self.runtime.world_size,
-                "global_batch": self.global_batch}
+                "global_batch": self.global_batch, "schedule": self.schedule()}
+
+    def schedule(self) -> dict[str, Any]:
+        """The schedule as run (resolved from epochs, the data size and the batch): refused if it changes."""
+        return {"total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "peak_lr": self.lr}
+
+    def check_resumable(self, url: str, state: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming every setting in which this run differs from the one that wrote
+        ``url`` (model, objective, teacher, optimiser, schedule, global batch): continuing it would
+        silently train another run (as ``itpn.finetune``'s resume refuses)."""
+        if state.get("format") not in ("itpn-pretrain/1", CHECKPOINT_FORMAT):
+            raise ValueError(f"{url} is not an itpn pre-training checkpoint (format {state.get('format')!r})")
+        saved = json.loads(json.dumps(state.get("config", {})))  # tuples -> lists, as below
+        if state["format"] == "itpn-pretrain/1":
+            saved["teacher"] = FORMAT_1_MEANING["teacher"].get(saved.get("teacher"), saved.get("teacher"))
+            saved.setdefault("mfm_targets", FORMAT_1_MEANING["mfm_targets"])
+        current = json.loads(json.dumps(self.config.to_dict()))
+        differences = [f"{key}={saved[key]!r} there, {current[key]!r} here" for key in current
+                       if key not in RESUME_FREE_SETTINGS and key in saved and saved[key] != current[key]]
+        for key, value in state.get("schedule", {}).items():
+            if value != self.schedule()[key]:
+                differences.append(f"{key}={value!r} there, {self.schedule()[key]!r} here (the resolved schedule)")
+        if state["global_batch"] != self.global_batch:
+            differences.append(f"global batch {state['global_batch']} there, {self.global_batch} here (batch_size x "
+                               f"accum_steps x processes; the data order would not continue)")
+        if differences:
+            raise ValueError(f"cannot resume from {url}: it was written by a run with other settings: "
+                             f"{'; '.join(differences)}. Keep those settings to continue it, or start another run "
+                             f"(another output_url, or resume=False to overwrite this one)")
 
     def save_checkpoint(self) -> None:
         state = self._state()  # every rank takes part in gathering FSDP shards
@@ -275,12 +322,7 @@ class Trainer:
     def load_checkpoint(self, url: str) -> None:
         with fsspec.open(url, "rb") as handle:
             state = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=False)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{url} is not an itpn pre-training checkpoint (format {state.get('format')!r})")
-        if state["global_batch"] != self.global_batch:
-            raise ValueError(f"{url} was written with a global batch of {state['global_batch']}, this run has "
-                             f"{self.global_batch}: the data order would not continue; keep batch_size x "
-                             f"accum_steps x processes the same to resume")
+        self.check_resumable(url, state)
         if self.config.fsdp:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                                  set_optimizer_state_dict)
@@ -291,7 +333,12 @@ class Trainer:
             if self.ema_teacher is not None:
                 set_model_state_dict(self.ema_teacher, state["ema_teacher"], options=options)
         else:
-            self.objective.load_state_dict(state["model"])
+            try:
+                self.objective.load_state_dict(state["model"])
+            except RuntimeError as error:
+                raise ValueError(f"cannot resume from {url}: its weights do not fit this run's "
+                                 f"{type(self.objective).__name__} although the settings agree (written by other "
+                                 f"code?): {error}") from error
             self.optimizer.load_state_dict(state["optimizer"])
             if self.ema_teacher is not None:
                 self.ema_teacher.load_state_dict(state["ema_teacher"])
@@ -316,7 +363,7 @@ class Trainer:
         if self.runtime.is_main:
             metadata = {"model": self.config.model, "model_kwargs": json.dumps(self.config.model_kwargs),
                         "img_size": str(self.config.img_size), "step": str(self.step),
-                        "teacher": self.config.teacher}
+                        "teacher": self.config.teacher, **grid_metadata(self.objective.encoder)}
             save_safetensors(weights, url, metadata)
         return url
 
@@ -373,7 +420,8 @@ class Trainer:
                 raise NonFiniteLossError(
                     f"non-finite loss {bad} at step {self.step + 1} (epoch {epoch}); training stopped before the "
                     f"optimiser step. Last good checkpoint: {self.last_checkpoint or 'none (no checkpoint written yet)'}."
-                    f" Check the input images, lower the learning rate, or use amp_dtype='bf16'/'fp32'.")
+                    f" Check the input images, or use amp_dtype='bf16'/'fp32' and resume; a lower learning rate is another run"
+                    f" (another output_url, or resume=False).")
             grad_norm = self.optimizer_step()
             self.step += 1
             self.scheduler.step_update(self.step)

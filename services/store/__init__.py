@@ -21,7 +21,7 @@ from services.store.queries import (
     open_reader,
     pareto_front,
 )
-from services.store.writer import BenchmarkRow, MetricRow, ResultsWriter, open_writer
+from services.store.writer import BenchmarkRow, MetricRow, ResultsWriter, open_writer, read_metrics_jsonl
 
 __all__ = [
     "BASELINE",
@@ -41,5 +41,6 @@ __all__ = [
     "open_reader",
     "open_writer",
     "pareto_front",
+    "read_metrics_jsonl",
     "upgrade",
 ]

@@ -1,7 +1,7 @@
-"""The results store's tables: experiments, runs, metrics, benchmarks and artifacts.
+"""The results store's tables: experiments, runs (with their attempts), metrics, benchmarks and artifacts.
 
 Natural keys make every write idempotent: an experiment by its name, a run by its run key,
-a metric by (run, task, dataset, split, name, step, model, variant), a benchmark row by
+an attempt by (run, start time), a metric by (run, task, dataset, split, name, step, model, variant), a benchmark row by
 (run, model, variant, resolution, batch size, device, dtype), an artifact by its URL.
 Key columns are NOT NULL (``''`` stands for "not applicable") because unique constraints
 treat NULLs as distinct in both SQLite and PostgreSQL.
@@ -55,6 +55,7 @@ class Experiment(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    sweep: Mapped[str] = mapped_column(String(200), default="", server_default="", index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     runs: Mapped[list[Run]] = relationship(back_populates="experiment")
@@ -85,6 +86,30 @@ class Run(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
 
     experiment: Mapped[Experiment] = relationship(back_populates="runs")
+    history: Mapped[list[RunAttempt]] = relationship(back_populates="run", order_by="RunAttempt.started_at")
+
+
+class RunAttempt(Base):
+    """One execution of a run's work: when it really ran, how it ended. A run's own status, times
+    and result rows are those of its newest attempt (by start time); older ones stay as history."""
+
+    __tablename__ = "run_attempts"
+    __table_args__ = (
+        UniqueConstraint("run_id", "started_at"),
+        CheckConstraint("status IN ('running', 'completed', 'failed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="history")
 
 
 class Metric(Base):

@@ -24,7 +24,7 @@ from services.store.engine import (
     sqlite_path,
 )
 from services.store.migrate import current_revision, head_revision
-from services.store.models import Artifact, Benchmark, Experiment, Metric, Run
+from services.store.models import Artifact, Benchmark, Experiment, Metric, Run, RunAttempt
 
 BASELINE = "baseline"
 # The metric each task is judged by in the accuracy / speed-up plot.
@@ -104,6 +104,7 @@ class ResultsReader:
                 Experiment.id.label("experiment_id"),
                 Experiment.name,
                 Experiment.description,
+                Experiment.sweep,
                 Experiment.created_at,
                 runs,
             )
@@ -119,6 +120,7 @@ class ResultsReader:
             select(
                 Run.id.label("run_id"),
                 Experiment.name.label("experiment"),
+                Experiment.sweep,
                 Run.run_key,
                 Run.flow_name,
                 Run.flow_run_id,
@@ -252,6 +254,73 @@ class ResultsReader:
         points.insert(3, "size", points["model"].map(model_size))
         points.insert(3, "family", points["model"].map(model_family))
         return points.sort_values(["task", "model", "speedup"]).reset_index(drop=True)
+
+    def attempts(self, run_id: int | None = None, experiment: str | None = None) -> pd.DataFrame:
+        """Every attempt of the runs (oldest first): status, error, real start, end and duration."""
+        statement = (
+            select(
+                RunAttempt.run_id,
+                Experiment.name.label("experiment"),
+                Run.flow_name,
+                RunAttempt.status,
+                RunAttempt.error,
+                RunAttempt.flow_run_id,
+                RunAttempt.started_at,
+                RunAttempt.finished_at,
+                RunAttempt.duration_s,
+            )
+            .join(Run, RunAttempt.run_id == Run.id)
+            .join(Experiment, Run.experiment_id == Experiment.id)
+            .order_by(RunAttempt.run_id, RunAttempt.started_at)
+        )
+        if run_id is not None:
+            statement = statement.where(RunAttempt.run_id == run_id)
+        if experiment is not None:
+            statement = statement.where(Experiment.name == experiment)
+        return self._frame(statement)
+
+    def sweeps(self) -> list[str]:
+        """The names of the recorded sweeps."""
+        with self.engine.connect() as connection:
+            return list(connection.scalars(select(Experiment.sweep).where(Experiment.sweep != "").distinct()
+                                           .order_by(Experiment.sweep)))
+
+    def sweep_comparison(self, sweep: str, split: str = "val") -> pd.DataFrame:
+        """One row per (experiment of ``sweep``, task): the point's model, trained acceleration variant,
+        seed and pre-training recipe (``experiment.sweep_point`` of its parameters), the task's main
+        metric for that variant, the variant's speed-up (benchmarks recorded in the sweep, shared
+        stages included), and the fine-tune's real start, end and duration."""
+        runs = self.runs(status="completed")
+        runs = runs[(runs["sweep"] == sweep) & runs["flow_name"].str.startswith("finetune_")]
+        columns = ["experiment", "model", "variant", "seed", "recipe", "task", "metric", "accuracy", "speedup",
+                   "started_at", "finished_at", "duration_s", "run_id"]
+        if runs.empty:
+            return pd.DataFrame(columns=columns)
+        metrics = self.metrics(split=split, completed_only=True)
+        metrics = metrics[metrics["run_id"].isin(runs["run_id"])]
+        main = metrics[metrics["task"].map(MAIN_METRICS) == metrics["name"]]
+        speed = self.benchmarks()
+        speed = speed[speed["experiment"].isin(self._sweep_experiments(sweep))]
+        speed = speed.sort_values(["batch_size", "recorded_at"]).drop_duplicates(["model", "variant"], keep="last")
+        rows = []
+        for run in runs.itertuples():
+            point = (run.params or {}).get("experiment", {}).get("sweep_point", {})
+            model, variant = point.get("model", ""), point.get("variant", BASELINE)
+            mine = main[(main["run_id"] == run.run_id) & (main["variant"] == variant)]
+            for row in mine.sort_values("step").drop_duplicates(["task"], keep="last").itertuples():
+                measured = speed[(speed["model"] == model) & (speed["variant"] == variant)]["speedup"]
+                rows.append({"experiment": run.experiment, "model": model, "variant": variant,
+                             "seed": point.get("seed"), "recipe": point.get("recipe", ""), "task": row.task,
+                             "metric": row.name, "accuracy": row.value,
+                             "speedup": 1.0 if variant == BASELINE else (measured.iloc[0] if len(measured) else None),
+                             "started_at": run.started_at, "finished_at": run.finished_at,
+                             "duration_s": run.duration_s, "run_id": run.run_id})
+        return pd.DataFrame(rows, columns=columns).sort_values(["task", "model", "variant", "seed"]).reset_index(
+            drop=True)
+
+    def _sweep_experiments(self, sweep: str) -> list[str]:
+        with self.engine.connect() as connection:
+            return list(connection.scalars(select(Experiment.name).where(Experiment.sweep == sweep)))
 
     def artifacts(self, run_id: int | None = None) -> pd.DataFrame:
         """Recorded artifacts: URL, sha256, size."""

@@ -1,4 +1,5 @@
 """What ``itpn demo`` prints per stage: the trained variant's metrics, named, and how many variants more."""
+import os
 import time
 
 from rich.console import Console
@@ -35,6 +36,28 @@ def test_the_stage_table_prints_variant_names_verbatim(tmp_path):
     console = Console(record=True, width=200)
     console.print(_stage_table(["finetune_detection", "benchmark_acceleration"], str(params), time.time() - 60))
     text = console.export_text()
-    row = "│ finetune_detection     │ done    │ 12      │ bbox_mAP 0.07 ([window]; 1 more variant evaluated) │"
+    row = "│ finetune_detection     │ done    │       │      12 │ bbox_mAP 0.07 ([window]; 1 more variant evaluated) │"
     assert row in text
-    assert "│ benchmark_acceleration │ running │" in text
+    assert "│ benchmark_acceleration │ waiting │" in text
+
+
+def test_fine_tunes_that_fan_out_show_running_together(tmp_path):
+    """Each stage that claimed its run folder since the start is running, with its start offset; one that
+    has not (waiting for a training slot) is waiting; a result from before the start is cached."""
+    params = tmp_path / "params.yaml"
+    params.write_text("experiment: {name: cli, output_dir: outputs}\n")
+    started = time.time() - 60
+    for stage in ("finetune_classification", "finetune_detection"):
+        (tmp_path / "outputs" / stage / "run").mkdir(parents=True)
+        (tmp_path / "outputs" / stage / "run" / ".stage_key").write_text("k")
+    StageResult("pretrain", key="k").write(tmp_path / "outputs" / "pretrain")
+    old = started - 3600
+    os.utime(tmp_path / "outputs" / "pretrain" / "result.json", (old, old))
+    console = Console(record=True, width=200)
+    console.print(_stage_table(["pretrain", "finetune_classification", "finetune_detection", "finetune_rotated"],
+                               str(params), started))
+    text = console.export_text()
+    assert "│ pretrain                │ cached  │" in text
+    assert "│ finetune_classification │ running │   +60 │" in text
+    assert "│ finetune_detection      │ running │   +60 │" in text
+    assert "│ finetune_rotated        │ waiting │" in text

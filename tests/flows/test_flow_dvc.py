@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # The stages run here (DVC runs prepare_data first, as pretrain needs it); the benchmark is independent
 # of pre-training, so a pre-training parameter must not rerun it.
-TARGETS = ("finetune_classification", "benchmark_acceleration")
-STAGES = {"prepare_data", "pretrain", "finetune_classification", "benchmark_acceleration"}
+TARGETS = ("finetune@classification", "benchmark_acceleration")
+STAGES = {"prepare_data", "pretrain", "finetune@classification", "benchmark_acceleration"}
 CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 1, "warmup_epochs": 0, "lr": 1.0e-3, "num_workers": 0,
                   "model_ema": False, "mixup": 0.0, "cutmix": 0.0, "progress": False,
                   "eval_variants": ["migration_30"]}
@@ -76,7 +76,7 @@ def git(repo: Path, *arguments: str) -> str:
 
 def dvc(repo: Path, env: dict[str, str], *arguments: str) -> str:
     process = subprocess.run([str(BIN / "dvc"), *arguments], cwd=repo, env=env, capture_output=True, text=True,
-                             timeout=300)
+                             timeout=900)
     assert process.returncode == 0, f"dvc {' '.join(arguments)} failed:\n{process.stdout}\n{process.stderr}"
     return process.stdout
 
@@ -88,11 +88,11 @@ def changed(repo: Path, env: dict[str, str]) -> set[str]:
 
 def ran(output: str) -> list[str]:
     """The stages ``dvc repro`` / ``dvc exp run`` ran, in order."""
-    return re.findall(r"Running stage '(\w+)'", output)
+    return re.findall(r"Running stage '([\w@]+)'", output)
 
 
 def result_times(repo: Path) -> dict[str, int]:
-    return {stage: (repo / "outputs" / stage / "result.json").stat().st_mtime_ns for stage in STAGES}
+    return {stage: (repo / "outputs" / stage.replace("@", "_") / "result.json").stat().st_mtime_ns for stage in STAGES}
 
 
 def set_param(repo: Path, dotted: str, value) -> None:
@@ -110,7 +110,7 @@ def test_dvc_repro_reruns_only_changed_stages_and_exp_run_leaves_workspace(dvc_r
     first = dvc(dvc_repo, dvc_env, "repro", *TARGETS)
     order = ran(first)
     assert set(order) == STAGES
-    assert order.index("prepare_data") < order.index("pretrain") < order.index("finetune_classification")
+    assert order.index("prepare_data") < order.index("pretrain") < order.index("finetune@classification")
 
     metrics = json.loads((dvc_repo / "outputs" / "pretrain" / "metrics.json").read_text())
     assert math.isfinite(metrics["pretrain/imagenet/train/loss"])
@@ -135,17 +135,17 @@ def test_dvc_repro_reruns_only_changed_stages_and_exp_run_leaves_workspace(dvc_r
     assert ran(again) == [] and result_times(dvc_repo) == before  # unchanged parameters: a no-op
 
     set_param(dvc_repo, "finetune.classification.lr", 2.0e-3)
-    assert changed(dvc_repo, dvc_env) == {"finetune_classification"}
-    assert ran(dvc(dvc_repo, dvc_env, "repro", *TARGETS)) == ["finetune_classification"]
+    assert changed(dvc_repo, dvc_env) == {"finetune@classification"}
+    assert ran(dvc(dvc_repo, dvc_env, "repro", *TARGETS)) == ["finetune@classification"]
     after = result_times(dvc_repo)
-    assert {stage for stage in STAGES if after[stage] != before[stage]} == {"finetune_classification"}
+    assert {stage for stage in STAGES if after[stage] != before[stage]} == {"finetune@classification"}
 
     before = after
     set_param(dvc_repo, "pretrain.lr", 2.0e-3)
     assert changed(dvc_repo, dvc_env) == {"pretrain"}
-    assert ran(dvc(dvc_repo, dvc_env, "repro", *TARGETS)) == ["pretrain", "finetune_classification"]
+    assert ran(dvc(dvc_repo, dvc_env, "repro", *TARGETS)) == ["pretrain", "finetune@classification"]
     after = result_times(dvc_repo)
-    assert {stage for stage in STAGES if after[stage] != before[stage]} == {"pretrain", "finetune_classification"}
+    assert {stage for stage in STAGES if after[stage] != before[stage]} == {"pretrain", "finetune@classification"}
     assert changed(dvc_repo, dvc_env) == set()
 
     # an experiment in a temporary workspace, from the committed results
@@ -155,10 +155,24 @@ def test_dvc_repro_reruns_only_changed_stages_and_exp_run_leaves_workspace(dvc_r
 
     output = dvc(dvc_repo, dvc_env, "exp", "run", "--temp", "-S", "pretrain.lr=3.0e-3", *TARGETS)
 
-    assert ran(output) == ["pretrain", "finetune_classification"]
+    assert ran(output) == ["pretrain", "finetune@classification"]
     assert (dvc_repo / "params.yaml").read_text() == workspace_params
     experiments = json.loads(dvc(dvc_repo, dvc_env, "exp", "show", "--json"))
     lrs = [run["data"]["params"]["params.yaml"]["data"]["pretrain"]["lr"]
            for commit in experiments for experiment in (commit.get("experiments") or [])
            for run in experiment["revs"]]
     assert 3.0e-3 in lrs
+
+
+def test_dvc_repro_prepare_data_with_the_data_root_elsewhere(dvc_repo, dvc_env, tmp_path):
+    """The README's advice for real runs: data.root outside the repository. dvc.yaml takes its paths from
+    params.yaml, so the data land (and are looked for) there, and DVC neither caches nor deletes them."""
+    elsewhere = tmp_path / "datasets"
+    set_param(dvc_repo, "data.root", str(elsewhere))
+    assert ran(dvc(dvc_repo, dvc_env, "repro", "prepare_data")) == ["prepare_data"]
+    manifest = json.loads((elsewhere / "imagenet" / "manifest.json").read_text())
+    assert manifest["counts"]
+    assert not (dvc_repo / "outputs" / "data").exists()
+    assert changed(dvc_repo, dvc_env) >= {"pretrain"} and "prepare_data" not in changed(dvc_repo, dvc_env)
+    cache = dvc_repo / ".dvc" / "cache"
+    assert not cache.exists() or not any(path.is_file() for path in cache.rglob("*"))  # no copy of the data

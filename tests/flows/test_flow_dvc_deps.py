@@ -6,17 +6,18 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from flows.stages import DISTRIBUTED_STAGES, STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 # The library module each stage of flows/stages.py calls into.
 ENTRY_MODULES = {
     "prepare_data": "itpn.data",
     "pretrain": "itpn.pretrain",
-    "finetune_classification": "itpn.finetune",
-    "finetune_detection": "itpn.mmlab",
-    "finetune_segmentation": "itpn.mmlab",
-    "finetune_rotated": "itpn.mmlab",
+    "finetune@classification": "itpn.finetune",
+    "finetune@detection": "itpn.mmlab",
+    "finetune@segmentation": "itpn.mmlab",
+    "finetune@rotated": "itpn.mmlab",
     "benchmark_acceleration": "itpn.bench.acceleration",
 }
 # Imported without being run: ``import itpn`` registers the models with timm, data preparation uses none.
@@ -34,15 +35,33 @@ def covered(path: str, deps: list[str]) -> bool:
     return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
-def stages() -> dict:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+def stages() -> dict[str, dict]:
+    """dvc.yaml's stages as DVC resolves them (templating and foreach expanded): name -> deps, params."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        return {stage.addressing: {"deps": [dep.def_path for dep in stage.deps if not hasattr(dep, "params")],
+                                   "params": sorted(name for dep in stage.deps if hasattr(dep, "params")
+                                                    for name in dep.params),
+                                   "cmd": stage.cmd}
+                for stage in repo.index.stages}
 
 
 def test_every_stage_of_the_flows_is_a_dvc_stage():
     assert set(ENTRY_MODULES) | {"record"} == set(stages())
+    assert {name.replace("@", "_") for name in ENTRY_MODULES} == set(STAGES)
 
 
-@pytest.mark.parametrize("stage", list(ENTRY_MODULES))
+@pytest.mark.parametrize("stage", sorted(DISTRIBUTED_STAGES))
+def test_training_stages_key_on_the_world_size_and_launch_like_the_flows(stage):
+    resolved = stages()[stage.replace("finetune_", "finetune@")]
+    assert "experiment.gpus" in resolved["params"]
+    assert resolved["cmd"].startswith(f"python -m flows.stages {stage} --params params.yaml")
+
+
+@pytest.mark.parametrize("stage", [
+    pytest.param(stage, marks=pytest.mark.openmmlab) if module == "itpn.mmlab" else stage
+    for stage, module in ENTRY_MODULES.items()])
 def test_each_stage_depends_on_the_code_it_runs(stage):
     process = subprocess.run([sys.executable, "-c", LIST_LIBRARY_CODE.format(module=ENTRY_MODULES[stage]),
                               ], cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -26,6 +26,14 @@ def test_pretrain_flow_records_curve_and_export_once(tiny_params, store_url):
     assert set(runs["flow_name"]) == {"prepare_data", "pretrain"}
     assert set(runs["status"]) == {"completed"}
     assert curve_rows >= 3  # loss (and more) for each of the 3 steps
+    from prefect.artifacts import Artifact
+
+    from flows.report import artifact_key
+
+    published = Artifact.get(artifact_key("test", "pretrain"))  # the stage's results in the Prefect UI
+    assert published.type == "markdown" and "| pretrain | imagenet | train | loss |" in published.data
+    assert f"key `{result.key}`" in published.data and "[test](http://127.0.0.1:8501/?experiment=test)" in published.data
+    assert "curves.csv](file://" in published.data
     pipeline.pretrain(str(tiny_params))  # cached stage, recorded again: same run, same rows
     with open_reader(store_url) as reader:
         assert len(reader.runs(experiment="test")) == len(runs)
@@ -43,3 +51,34 @@ def test_failed_stage_is_recorded_with_its_error(tmp_path, store_url):
     failed = runs[runs["flow_name"] == "pretrain"]
     assert list(failed["status"]) == ["failed"]
     assert "bach_size" in failed["error"].iloc[0]
+
+
+def test_a_failed_attempt_that_later_succeeds_is_one_completed_run(tiny_params, store_url, monkeypatch):
+    """A stage killed once (exit 137), then run again with the same inputs: one run, completed, whose
+    history holds the failed attempt and the successful one, each with the times its process ran."""
+    import subprocess
+
+    from flows import tasks
+
+    pipeline.prepare_data(str(tiny_params))
+    real_run = subprocess.run
+    calls = []
+
+    def killed_once(command, **kwargs):
+        calls.append(command)
+        if len(calls) == 1:
+            return subprocess.CompletedProcess(command, 137, stdout="", stderr="Killed")
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(tasks.subprocess, "run", killed_once)
+    with pytest.raises(Exception, match="exit 137"):
+        pipeline.pretrain(str(tiny_params))
+    result = pipeline.pretrain(str(tiny_params))
+    with open_reader(store_url) as reader:
+        runs = reader.runs(experiment="test")
+        pretrain = runs[runs["flow_name"] == "pretrain"]
+        history = reader.attempts(run_id=int(pretrain["run_id"].item()))
+    assert list(pretrain["status"]) == ["completed"] and pretrain["run_key"].item().endswith(result.key)
+    assert list(history["status"]) == ["failed", "completed"]
+    assert "exit 137" in history["error"].iloc[0]
+    assert pretrain["started_at"].item().isoformat() == result.started_at

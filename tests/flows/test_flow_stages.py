@@ -59,15 +59,24 @@ def test_unknown_pretrain_key_fails_with_the_key(tmp_path):
 
 
 def test_changed_parameters_start_a_fresh_run_directory(tmp_path):
-    params = PipelineParams.load(write_params(tmp_path))
+    """A run folder left by other parameters is cleared, not resumed: the changed run trains from step 0
+    and ends where a run of the changed parameters in an empty folder ends."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    params = PipelineParams.load(write_params(tmp_path / "a"))
     run_stage("prepare_data", params)
     first = run_stage("pretrain", params)
     assert first.metrics[0]["step"] == 3
-    changed = PipelineParams.load(write_params(tmp_path, pretrain={"lr": 3e-3}))
+    changed = PipelineParams.load(write_params(tmp_path / "a", pretrain={"lr": 3e-3}))
     second = run_stage("pretrain", changed)
     assert second.key != first.key
-    assert second.metrics[0]["step"] == 3  # trained again, did not resume the finished run
-    assert second.metrics[0]["value"] == second.metrics[0]["value"]  # finite, not NaN
+    alone = PipelineParams.load(write_params(tmp_path / "b", pretrain={"lr": 3e-3}))
+    run_stage("prepare_data", alone)
+    expected = run_stage("pretrain", alone)
+    assert second.metrics[0]["step"] == 3
+    assert second.metrics[0]["value"] == expected.metrics[0]["value"] != first.metrics[0]["value"]
+    curve = [json.loads(line) for line in open(second.curves[0]["url"])]
+    assert [row["step"] for row in curve] == [1, 2, 3]  # trained every step again, no row of the stale run
 
 
 def test_under_torchrun_the_other_ranks_wait_until_rank_0_has_cleared_a_stale_run(tmp_path):
@@ -109,3 +118,48 @@ def test_a_forced_stage_resumes_its_run_folder_and_a_fresh_one_starts_over(tmp_p
 
     run_stage("pretrain", params, force=True, fresh=True)
     assert checkpoint.stat().st_mtime_ns != written
+
+
+def test_the_world_size_is_in_the_training_stages_keys(tmp_path):
+    """experiment.gpus sets the global batch and the scaled learning rate: a training stage run on 8 GPUs
+    is not the cached result of a 1-GPU run; data preparation and the benchmark do not depend on it."""
+    from flows.stages import stage_inputs
+
+    one = PipelineParams.load(write_params(tmp_path))
+    eight = PipelineParams.load(write_params(tmp_path, experiment={"gpus": 8}))
+    for stage in ("pretrain", "finetune_classification"):
+        assert stage_key(stage, stage_inputs(stage, one)) != stage_key(stage, stage_inputs(stage, eight))
+    for stage in ("prepare_data", "benchmark_acceleration"):
+        assert stage_key(stage, stage_inputs(stage, one)) == stage_key(stage, stage_inputs(stage, eight))
+
+
+def test_a_training_stage_on_several_gpus_relaunches_itself_under_torchrun(tmp_path, monkeypatch):
+    """`python -m flows.stages pretrain` (what the flows and dvc.yaml run) becomes torchrun with one process
+    per GPU; under torchrun (TORCHELASTIC_RUN_ID set) it runs the stage instead of launching again."""
+    from flows import stages
+
+    params = write_params(tmp_path, experiment={"gpus": 4})
+    launched = []
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setattr(stages.os, "execv", lambda path, command: launched.append(command) or exit(0))
+    with pytest.raises(SystemExit):
+        stages.main(["pretrain", "--params", str(params), "--force"])
+    assert launched[0][1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert launched[0][-4:] == ["pretrain", "--params", str(params), "--force"]
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-1")
+    ran = []
+    monkeypatch.setattr(stages, "run_stage", lambda stage, *args, **kwargs: ran.append(stage) or StageResult(stage, "k"))
+    assert stages.main(["pretrain", "--params", str(params)]) == 0
+    assert ran == ["pretrain"] and len(launched) == 1
+
+
+def test_a_stage_records_when_it_really_ran(tiny_params):
+    params = PipelineParams.load(tiny_params)
+    before = time.time()
+    result = run_stage("prepare_data", params)
+    from datetime import datetime
+
+    started, finished = datetime.fromisoformat(result.started_at), datetime.fromisoformat(result.finished_at)
+    assert before <= started.timestamp() <= finished.timestamp() <= time.time()
+    assert abs((finished - started).total_seconds() - result.seconds) < 0.5

@@ -1,5 +1,8 @@
 """Every registered size: parameter counts of the released code, output shapes at the paper's
 input sizes, timm creation and the errors a user sees for bad input."""
+import shutil
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -83,11 +86,22 @@ def test_non_square_input_interpolates_position_embedding():
     assert resampled.shape == (1, 60, 512)
 
 
-def test_timm_create_model_sets_classes_and_local_pretrained_file(tmp_path, monkeypatch):
-    model = timm.create_model("fast_itpn_small_patch16_224", num_classes=37, depths=(1, 1, 1))
-    assert model.head.out_features == 37
-    assert model.pretrained_cfg["file"].endswith("fast_itpn_small_patch16_224.pth")
+def test_timm_create_model_sets_classes_and_loads_the_local_pretrained_file(tmp_path, monkeypatch):
+    """``pretrained=True`` loads ``$ITPN_CHECKPOINT_DIR/<name>.pth``, the variable read when loading (set here
+    after ``import itpn``): the released model's logits; another class count keeps the backbone."""
+    fixture_file = Path(__file__).parent / "fixtures" / "released_fast_itpn_micro.pth"
+    fixture = torch.load(fixture_file, weights_only=True)
+    shutil.copy(fixture_file, tmp_path / "fast_itpn_tiny_patch16_224.pth")
+    monkeypatch.setenv("ITPN_CHECKPOINT_DIR", str(tmp_path))
+    micro = dict(img_size=64, embed_dim=64, depths=(1, 1, 2), num_heads=2)
+    model = timm.create_model("fast_itpn_tiny_patch16_224", pretrained=True, num_classes=10, **micro).eval()
     assert model.pretrained_cfg.get("hf_hub_id") is None and not model.pretrained_cfg.get("url")
+    with torch.no_grad():
+        logits = model(fixture["input"])
+    assert ((logits - fixture["logits"]).norm() / fixture["logits"].norm()) <= 1e-5
+    other = timm.create_model("fast_itpn_tiny_patch16_224", pretrained=True, num_classes=37, **micro)
+    assert other.head.out_features == 37
+    assert torch.equal(other.blocks[1].attn.qkv.weight, model.blocks[1].attn.qkv.weight)
 
 
 def test_pretrained_without_local_file_names_the_path(tmp_path, monkeypatch):

@@ -7,7 +7,10 @@ import timm
 import torch
 
 import itpn  # noqa: F401
+from timm.layers import resample_abs_pos_embed
+
 from itpn.models import CheckpointMismatchError, HiViT, load_checkpoint, save_safetensors
+from itpn.models.checkpoint import grid_metadata, read_safetensors_metadata
 from itpn.models.fast_itpn import _FAST_ITPN
 from itpn.models.hivit import _HIVIT
 
@@ -181,3 +184,114 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt.pth is not a readable PyTorch checkpoint"):
         load_checkpoint(model, str(corrupt))
+
+
+# --- grids, entry points and byte-deterministic exports (issue 13) --------------------------------
+def _micro_fast(img_size, **kwargs):
+    return HiViT(num_classes=0, img_size=img_size, embed_dim=64, depths=(1, 1, 2), num_heads=2,
+                 **dict(_FAST_ITPN, **kwargs))
+
+
+def test_export_bytes_do_not_depend_on_the_order_metadata_was_given_in(tmp_path):
+    """safetensors keeps metadata in a Rust HashMap (random order per call); DVC must see the same bytes."""
+    weights = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(4, dtype=torch.int64)}
+    metadata = {f"key{i}": f"value{i}" for i in range(12)}
+    payloads = set()
+    for attempt in range(6):
+        order = list(metadata.items())[::-1] if attempt % 2 else list(metadata.items())
+        url = tmp_path / f"export{attempt}.safetensors"
+        save_safetensors(weights, str(url), dict(order))
+        payloads.add(url.read_bytes())
+    assert len(payloads) == 1
+    url = str(tmp_path / "export0.safetensors")
+    assert list(read_safetensors_metadata(url)) == sorted(metadata)
+    from safetensors.torch import load_file
+
+    loaded = load_file(url)
+    assert torch.equal(loaded["a"], weights["a"]) and torch.equal(loaded["b"], weights["b"])
+
+
+def test_export_records_its_grid_and_loads_into_any_other_grid(tmp_path):
+    wide = _micro_fast((64, 96))
+    torch.nn.init.normal_(wide.pos_embed)
+    url = str(tmp_path / "wide.safetensors")
+    save_safetensors(wide.state_dict(), url, grid_metadata(wide))
+    assert read_safetensors_metadata(url)["pos_grid"] == "4x6"
+    for size, grid in (((64, 64), (4, 4)), ((96, 64), (6, 4)), ((128, 160), (8, 10))):
+        model = _micro_fast(size)
+        report = load_checkpoint(model, url)
+        expected = resample_abs_pos_embed(wide.pos_embed.detach(), new_size=list(grid), old_size=[4, 6],
+                                          num_prefix_tokens=0)
+        torch.testing.assert_close(model.pos_embed.detach(), expected)
+        assert report.resized["pos_embed"] == ((1, 24, 64), (1, grid[0] * grid[1], 64))
+
+
+def test_same_token_count_on_another_grid_is_resampled_not_copied(tmp_path):
+    tall = _micro_fast((96, 64))  # 6x4 tokens, the same count as 4x6
+    torch.nn.init.normal_(tall.pos_embed)
+    url = str(tmp_path / "tall.safetensors")
+    save_safetensors(tall.state_dict(), url, grid_metadata(tall))
+    wide = _micro_fast((64, 96))
+    report = load_checkpoint(wide, url)
+    expected = resample_abs_pos_embed(tall.pos_embed.detach(), new_size=[4, 6], old_size=[6, 4], num_prefix_tokens=0)
+    torch.testing.assert_close(wide.pos_embed.detach(), expected)
+    assert "pos_embed" in report.resized
+
+
+def test_foreign_file_of_a_non_square_grid_takes_the_grid_as_an_argument(tmp_path):
+    wide = _micro_fast((64, 96))
+    torch.nn.init.normal_(wide.pos_embed)
+    url = str(tmp_path / "foreign.pth")
+    torch.save({"model": wide.state_dict()}, url)
+    square = _micro_fast((64, 64))
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_checkpoint(square, url)
+    message = str(error.value)
+    assert "pos_embed has 24 positions" in message and "source_grid=(height, width)" in message
+    assert "missing" not in message
+    report = load_checkpoint(square, url, source_grid=(4, 6))
+    assert report.resized["pos_embed"] == ((1, 24, 64), (1, 16, 64))
+    torch.testing.assert_close(square.pos_embed.detach(), resample_abs_pos_embed(
+        wide.pos_embed.detach(), new_size=[4, 4], old_size=[4, 6], num_prefix_tokens=0))
+    with pytest.raises(CheckpointMismatchError, match="not the 5x5 source grid"):
+        load_checkpoint(square, url, source_grid="5x5")
+
+
+def test_relative_position_tables_resampled_from_a_non_square_grid(tmp_path):
+    wide = HiViT(num_classes=0, img_size=(64, 96), **{k: v for k, v in MICRO.items() if k != "img_size"}, **_HIVIT)
+    url = str(tmp_path / "wide_rpe.safetensors")
+    save_safetensors(wide.state_dict(), url, grid_metadata(wide))
+    square = HiViT(num_classes=0, **MICRO, **_HIVIT)
+    report = load_checkpoint(square, url)
+    tables = [k for k in report.resized if k.endswith("relative_position_bias_table")]
+    assert tables and report.resized[tables[0]][0][0] == 7 * 11 and report.resized[tables[0]][1][0] == 7 * 7
+
+
+def test_a_real_shape_mismatch_is_not_also_reported_missing(tmp_path):
+    model = _micro_fast((64, 64))
+    state = model.state_dict()
+    state["blocks.0.attn.proj.weight"] = torch.zeros(64, 32)
+    url = str(tmp_path / "bad.pth")
+    torch.save(state, url)
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_checkpoint(_micro_fast((64, 64)), url)
+    assert "blocks.0.attn.proj.weight: checkpoint (64, 32) vs model (64, 64)" in str(error.value)
+    assert "missing" not in str(error.value)
+
+
+def test_timm_create_model_checkpoint_path_goes_through_load_checkpoint():
+    """A released .pth through timm's own entry point: converted, and the released model's logits."""
+    fixture = torch.load(FIXTURES / "released_fast_itpn_micro.pth", weights_only=True)
+    model = timm.create_model("fast_itpn_tiny_patch16_224", num_classes=10, **MICRO,
+                              checkpoint_path=str(FIXTURES / "released_fast_itpn_micro.pth")).eval()
+    with torch.no_grad():
+        logits = model(fixture["input"])
+    assert _relative_error(logits, fixture["logits"]) <= 1e-5
+
+
+def test_layerscale_checkpoint_into_a_model_without_layerscale_says_to_build_it(tmp_path):
+    with_ls = _micro_fast((64, 64))
+    url = str(tmp_path / "ls.safetensors")
+    save_safetensors(with_ls.state_dict(), url)
+    with pytest.raises(CheckpointMismatchError, match=r"ls1\.gamma.*build the model with LayerScale, init_values > 0"):
+        load_checkpoint(_micro_fast((64, 64), init_values=0), url)

@@ -1,14 +1,19 @@
-"""The CLIP teacher, with a tiny randomly initialised open_clip model saved to disk (no download)."""
+"""The CLIP modes, with a tiny randomly initialised open_clip model saved to disk (no download): the
+released iTPN-CLIP objective against a reference written here, the visible-token variant, and the
+teacher's activation checks."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import open_clip
 import pytest
 import torch
+import torch.nn.functional as F
 
-from itpn.pretrain import ClipTeacher, MaskGenerator, Trainer, run_pretraining
+from itpn.pretrain import ClipTeacher, MaskGenerator, PretrainConfig, RECIPES, Trainer, run_pretraining
+from itpn.pretrain.teachers import check_clip_activation
 from itpn.pretrain.trainer import build_objective
 
 TINY_CLIP = {
@@ -18,17 +23,21 @@ TINY_CLIP = {
 }
 
 
-@pytest.fixture
-def tiny_clip(tmp_path: Path) -> tuple[str, str]:
+def save_tiny_clip(folder: Path, name: str, quick_gelu: bool = False) -> tuple[str, str]:
     """(model-config JSON path, checkpoint path) of a random open_clip ViT with 8 px patches."""
-    config = tmp_path / "tiny-clip-test.json"
-    config.write_text(json.dumps(TINY_CLIP))
+    config = folder / f"{name}.json"
+    config.write_text(json.dumps({**TINY_CLIP, "quick_gelu": quick_gelu}))
     open_clip.add_model_config(config)
     torch.manual_seed(0)
-    model = open_clip.create_model("tiny-clip-test")
-    checkpoint = tmp_path / "tiny-clip.pt"
+    model = open_clip.create_model(name)
+    checkpoint = folder / f"{name}.pt"
     torch.save(model.state_dict(), checkpoint)
     return str(config), str(checkpoint)
+
+
+@pytest.fixture
+def tiny_clip(tmp_path: Path) -> tuple[str, str]:
+    return save_tiny_clip(tmp_path, "tiny-clip-test")
 
 
 def test_clip_teacher_sees_the_full_image_normalised_with_clip_statistics(tiny_clip):
@@ -46,9 +55,117 @@ def test_clip_teacher_sees_the_full_image_normalised_with_clip_statistics(tiny_c
     assert not any(p.requires_grad for p in teacher.parameters())
 
 
-def test_clip_head_is_compared_at_the_visible_units(tiny_config, tiny_clip, tmp_path):
+def released_clip_loss(objective, clip_visual, images, mask, loss_kind, targets="all"):
+    """The released iTPN-CLIP loss computed from the modules' weights, written from the released code's
+    description (itpn_clip/modeling_pretrain.py iTPNClipDistill.forward_features_for_pretraining and
+    forward; engine_for_pretraining.py train_one_epoch; clip/create_clip.py clip_distill.get_target).
+    Returns (head term, auxiliary term)."""
+    # teacher: CLIP on the whole image at the student's unit grid; LN(no affine)(ln_post(tokens) @ proj)
+    small = F.interpolate(images, size=(16, 16), mode="bicubic", align_corners=False, antialias=True)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    _, tokens = clip_visual((small.clamp(0, 1) - mean) / std)
+    target = F.layer_norm(tokens @ clip_visual.proj, (clip_visual.proj.shape[1],))
+    # student: the stem on the whole image, stage-1 and stage-2 outputs kept for the pyramid
+    encoder = objective.encoder
+    cfg = encoder.pretrained_cfg
+    x = (images - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    units, features = encoder.patch_embed(x), []
+    for stage in encoder.stages:
+        for block in stage.blocks:
+            units = block(units)
+        features.append(units)
+        units = stage.merge(units)
+    x = units[:, :, 0, 0, :]
+    # masked units replaced by the mask token at the input of stage 3: x * (1 - w) + mask_token * w
+    w = mask.masked[:, :, None].float()
+    x = x * (1 - w) + objective.mask_token * w
+    x = x + encoder.pos_embed
+    depth = len(encoder.blocks)
+    for i, block in enumerate(encoder.blocks):
+        x = block(x)
+        if i == int(0.75 * depth):
+            aux = x
+    # pyramid top-down, then decoder_embed per level reshaped to (B, N, D), summed, normalised, lm_head
+    levels = encoder.pyramid(features[0], features[1], x)
+    batch, num_units = mask.masked.shape
+    summed = sum(embed(level).reshape(batch, num_units, -1) for embed, level in zip(objective.decoder_embed, levels))
+    head = objective.lm_head(objective.norm(summed))
+    for block in objective.cls_pt_layers:
+        aux = block(aux)
+    aux_head = objective.lm_cls_head(objective.norm_cls(aux))
+    if targets == "masked":
+        head, aux_head, target = head[mask.masked], aux_head[mask.masked], target[mask.masked]
+
+    def loss(prediction):
+        if loss_kind == "smooth_l1":  # nn.SmoothL1Loss(): beta 1, mean over every element
+            difference = (prediction - target).abs()
+            return torch.where(difference < 1, 0.5 * difference ** 2, difference - 0.5).mean()
+        return (1 - (prediction * target).sum(-1) / (prediction.norm(dim=-1) * target.norm(dim=-1))).mean()
+
+    return loss(head), loss(aux_head)
+
+
+@pytest.mark.parametrize("loss_kind,targets", [("smooth_l1", "all"), ("cosine", "all"), ("smooth_l1", "masked")])
+def test_clip_mode_equals_the_released_itpn_clip_loss(tiny_config, tiny_clip, tmp_path, loss_kind, targets):
+    config_path, checkpoint = tiny_clip
+    # five stage-3 blocks: the auxiliary head reads block int(0.75 * 5) = 3, not the last one
+    config = tiny_config(tmp_path, teacher="clip", clip_model=config_path, clip_checkpoint=checkpoint,
+                         mfm_loss=loss_kind, clip_targets=targets, model_kwargs={"depths": [1, 1, 5], "embed_dim": 64, "num_heads": 2, "fpn_dim": 32})
+    teacher = ClipTeacher(config_path, checkpoint, (2, 2))
+    objective = build_objective(config, clip_dim=teacher.dim)
+    assert objective.aux_index == 3
+    assert not hasattr(objective, "decoder")  # no pixel decoder in the released CLIP mode
+    mask = MaskGenerator((2, 2), 0.5)(3, torch.Generator().manual_seed(0))
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    losses = objective(images, mask, teacher(images))
+    assert set(losses) == {"loss", "clip", "clip_aux"}
+
+    reference_clip = open_clip.create_model("tiny-clip-test", pretrained=checkpoint, force_image_size=(16, 16))
+    reference_clip.visual.output_tokens = True
+    with torch.no_grad():
+        head, aux = released_clip_loss(objective, reference_clip.visual, images, mask, loss_kind, targets)
+    torch.testing.assert_close(losses["clip"], head)
+    torch.testing.assert_close(losses["clip_aux"], aux)
+    torch.testing.assert_close(losses["loss"], head + aux)  # weights 1:1 as released
+    losses["loss"].backward()
+    assert objective.mask_token.grad.abs().sum() > 0 and objective.cls_pt_layers[1].attn.qkv.weight.grad is not None
+
+
+def test_clip_mode_stage3_sees_the_mask_token_and_the_stem_the_whole_image(tiny_config, tiny_clip, tmp_path):
     config_path, checkpoint = tiny_clip
     config = tiny_config(tmp_path, teacher="clip", clip_model=config_path, clip_checkpoint=checkpoint)
+    objective = build_objective(config, clip_dim=24).eval()
+    mask = MaskGenerator((2, 2), 0.5)(1, torch.Generator().manual_seed(3))
+    images = torch.rand(1, 3, 32, 32)
+    changed = images.clone()
+    row, col = divmod(int(mask.ids_masked[0, 0]), 2)
+    changed[0, :, row * 16:(row + 1) * 16, col * 16:(col + 1) * 16] = torch.rand(3, 16, 16)
+    with torch.no_grad():
+        head, aux = objective.forward_features(images, mask)
+        head_changed, aux_changed = objective.forward_features(changed, mask)
+    torch.testing.assert_close(aux, aux_changed)  # stage 3 saw the mask token, not the unit's pixels
+    assert not torch.allclose(head, head_changed)  # the stride-4/8 laterals come from the whole image (released)
+
+
+def test_clip_pretraining_learns_the_clip_targets(tiny_config, tiny_clip, smooth_images, tensor_dataset, tmp_path):
+    config_path, checkpoint = tiny_clip
+    config = tiny_config(tmp_path / "run", teacher="clip", clip_model=config_path, clip_checkpoint=checkpoint,
+                         mfm_loss="cosine", total_steps=25, warmup_steps=2, lr=3e-3)
+    result = run_pretraining(config, tensor_dataset(smooth_images(4)))
+    rows = [json.loads(line) for line in Path(result.metrics_url).read_text().splitlines()]
+    assert len(rows) == 25
+    first, last = rows[0], rows[-1]
+    assert first["clip"] == pytest.approx(1.0, abs=0.3)  # an untrained head is about orthogonal to CLIP
+    # the head learns the teacher's features: the cosine loss falls to well under half of where it started
+    assert sum(row["clip"] for row in rows[-3:]) / 3 < 0.5 * first["clip"]
+    assert last["loss"] == pytest.approx(last["clip"] + last["clip_aux"], rel=1e-5)
+    assert "mim" not in last
+
+
+def test_visible_token_distillation_is_a_separate_option(tiny_config, tiny_clip, tmp_path):
+    config_path, checkpoint = tiny_clip
+    config = tiny_config(tmp_path, teacher="clip_visible_distill", clip_model=config_path, clip_checkpoint=checkpoint)
     teacher = ClipTeacher(config_path, checkpoint, (2, 2))
     objective = build_objective(config, clip_dim=teacher.dim)
     mask = MaskGenerator((2, 2), 0.5)(2, torch.Generator().manual_seed(0))
@@ -61,18 +178,46 @@ def test_clip_head_is_compared_at_the_visible_units(tiny_config, tiny_clip, tmp_
     assert objective.clip_head.level_proj[2].weight.grad.abs().sum() > 0
 
 
-def test_clip_pretraining_runs_and_logs_the_clip_term(tiny_config, tiny_clip, smooth_images, tensor_dataset, tmp_path):
-    config_path, checkpoint = tiny_clip
-    config = tiny_config(tmp_path / "run", teacher="clip", clip_model=config_path, clip_checkpoint=checkpoint,
-                         mfm_loss="cosine", total_steps=2)
-    result = run_pretraining(config, tensor_dataset(smooth_images(4)))
-    rows = [json.loads(line) for line in Path(result.metrics_url).read_text().splitlines()]
-    assert len(rows) == 2 and all(0.0 <= row["mfm_clip"] <= 2.0 for row in rows)
+def test_default_clip_teacher_builds_quickgelu_for_openai_weights(tiny_clip, tmp_path):
+    default = PretrainConfig().clip_model
+    assert default == "ViT-L-14-quickgelu" and open_clip.get_model_config(default)["quick_gelu"] is True
+    for name in ("itpn_clip_b16", "itpn_clip_l14", "fast_itpn_clip_l"):
+        assert open_clip.get_model_config(RECIPES[name]["clip_model"])["quick_gelu"] is True
+    config, checkpoint = save_tiny_clip(tmp_path, "tiny-clip-quick", quick_gelu=True)
+    teacher = ClipTeacher(config, checkpoint, (2, 2))
+    assert isinstance(teacher.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+
+
+def test_openai_weights_with_a_gelu_config_are_refused(tiny_clip, tmp_path):
+    config, checkpoint = tiny_clip
+    state = torch.load(checkpoint)
+    state.update(input_resolution=torch.tensor(32), context_length=torch.tensor(8), vocab_size=torch.tensor(64))
+    openai_style = tmp_path / "openai-style.pt"
+    torch.save(state, openai_style)
+    with pytest.raises(ValueError, match=r"openai-style\.pt holds OpenAI weights .*QuickGELU.*\"quick_gelu\": true"):
+        ClipTeacher(config, str(openai_style), (2, 2))
+    archive = tmp_path / "ViT-L-14.pt"  # OpenAI's own files are TorchScript archives
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("ViT-L-14/constants.pkl", b"")
+        handle.writestr("ViT-L-14/code/__torch__/model.py", b"")
+    with pytest.raises(ValueError, match="TorchScript archive.*clip_model='ViT-L-14-quickgelu'"):
+        check_clip_activation("ViT-L-14", "ViT-L-14", open_clip.get_model_config("ViT-L-14"), str(archive))
+
+
+def test_activation_disagreeing_with_the_checkpoints_config_is_refused_or_warned(tiny_clip, tmp_path):
+    config, checkpoint = tiny_clip
+    (Path(checkpoint).parent / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"quick_gelu": True}}))
+    with pytest.raises(ValueError, match="open_clip_config.json says quick_gelu=True.*quick_gelu=False"):
+        ClipTeacher(config, checkpoint, (2, 2))
+    (Path(checkpoint).parent / "open_clip_config.json").unlink()
+    # an architecture OpenAI released, built with GELU, weights of unknown origin: a warning names the fix
+    with pytest.warns(UserWarning, match="ViT-B-16-quickgelu"):
+        check_clip_activation("ViT-B-16", "ViT-B-16", open_clip.get_model_config("ViT-B-16"), checkpoint)
 
 
 def test_missing_clip_checkpoint_fails_before_training_naming_the_path(tiny_config, tmp_path):
     missing = tmp_path / "weights" / "ViT-L-14.bin"
-    config = tiny_config(tmp_path / "run", teacher="clip", clip_model="ViT-L-14", clip_checkpoint=str(missing))
+    config = tiny_config(tmp_path / "run", teacher="clip", clip_checkpoint=str(missing))
     with pytest.raises(FileNotFoundError, match=str(missing)):
         Trainer(config, dataset=None)  # fails before the (absent) data set is even looked at
     assert not (tmp_path / "run").exists()

@@ -99,3 +99,49 @@ def test_ema_teacher_gets_no_gradient_and_follows_the_momentum_rule(tiny_config,
         torch.testing.assert_close(p, 0.9 * before[name] + 0.1 * student[name].detach())
     assert teacher.backbone.pyramid is None
     assert not teacher.training and not teacher.train().training
+
+
+def test_mfm_targets_are_the_teachers_features_at_the_masked_units(tiny_config, tmp_path):
+    import torch.nn.functional as F
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    objective = build_objective(tiny_config(tmp_path)).eval()  # mfm_targets="masked" by default
+    teacher = EMATeacher(objective.encoder)
+    mask = MaskGenerator((2, 2), 0.5)(2, torch.Generator().manual_seed(4))
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    targets = teacher(images, mask)
+    assert [t.shape[1] for t in targets.stages] == [2, 2, 2]  # the two masked units of each image
+    # the teacher sees the masked units only: repainting a visible unit changes no target, a masked one does
+    for ids, same in ((mask.ids_keep, True), (mask.ids_masked, False)):
+        changed = images.clone()
+        for sample in range(2):
+            row, col = divmod(int(ids[sample, 0]), 2)
+            changed[sample, :, row * 16:(row + 1) * 16, col * 16:(col + 1) * 16] = 1.0
+        assert torch.equal(teacher(changed, mask).stages[2], targets.stages[2]) is same
+
+    losses = objective(images, mask, targets)
+    # by value: h^s maps the decoder's token of each masked unit to the k x k sub-tokens of the teacher's
+    # stage-s feature there, against the layer-normalised target
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
+    out = objective.encoder.forward_backbone((images - mean) / std, mask.ids_keep)
+    levels = objective.encoder.pyramid(out.stage1, out.stage2, out.tokens)
+    _, decoded = objective.decoder(levels, mask, out.grid)
+    at_masked = torch.stack([decoded[b, mask.ids_masked[b]] for b in range(2)])
+    for index, (name, size, target) in enumerate(zip(("s16", "s8", "s4"), (1, 2, 4), targets.stages)):
+        prediction = objective.stage_heads.heads[index](at_masked).reshape(2, 2, size, size, -1)
+        target = target.reshape(prediction.shape)
+        expected = F.mse_loss(prediction, F.layer_norm(target, target.shape[-1:]))
+        torch.testing.assert_close(losses[f"mfm_{name}"], expected)
+
+
+def test_visible_mfm_targets_keep_the_earlier_reading(tiny_config, tmp_path):
+    objective = build_objective(tiny_config(tmp_path, mfm_targets="visible"))
+    teacher = EMATeacher(objective.encoder, targets="visible")
+    mask = MaskGenerator((4, 4), 0.75)(2, torch.Generator().manual_seed(0))
+    images = torch.rand(2, 3, 64, 64)
+    with pytest.raises(ValueError, match="mfm_targets='visible'"):
+        objective(images, mask, EMATeacher(objective.encoder, targets="masked")(images, mask))
+    targets = teacher(images, mask)
+    assert [t.shape[1] for t in targets.stages] == [4, 4, 4]  # the four visible units
+    assert torch.isfinite(objective(images, mask, targets)["loss"])

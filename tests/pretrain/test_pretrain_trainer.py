@@ -115,3 +115,91 @@ def test_command_line_runs_a_config_file(tiny_config, image_folder, tmp_path, ca
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["steps_done"] == 1 and Path(result["export_url"]).exists()
     assert set(read_metrics(result["metrics_url"])[0]) >= {"loss", "mim"}
+
+
+def test_resume_into_other_settings_names_every_difference(tiny_config, smooth_images, tensor_dataset, tmp_path):
+    data = tensor_dataset(smooth_images(4))
+    run_pretraining(tiny_config(tmp_path / "run", total_steps=3, stop_after_steps=1, checkpoint_every=1), data)
+    other = tiny_config(tmp_path / "run", total_steps=3, lr=2e-3, teacher="none", model_kwargs={
+        "depths": [1, 1, 3], "embed_dim": 64, "num_heads": 2, "fpn_dim": 32})
+    with pytest.raises(ValueError) as caught:
+        Trainer(other, data).fit()
+    message = str(caught.value)
+    assert "cannot resume from" in message and "checkpoint.pt" in message and "Missing key" not in message
+    for expected in ("teacher='ema' there, 'none' here", "lr=0.001 there, 0.002 here", "'depths': [1, 1, 2]",
+                     "peak_lr=0.001 there, 0.002 here", "resume=False"):
+        assert expected in message
+    longer = tiny_config(tmp_path / "run", total_steps=5)  # another schedule
+    with pytest.raises(ValueError, match=r"total_steps=3 there, 5 here.*total_steps=3 there, 5 here \(the resolved"):
+        Trainer(longer, data).fit()
+    # unchanged settings (and a changed checkpoint interval, which is not part of the run) continue it
+    assert Trainer(tiny_config(tmp_path / "run", total_steps=3, checkpoint_every=2), data).fit().steps_done == 3
+
+
+def test_resume_reads_a_format_1_checkpoint_by_what_its_settings_meant(tiny_config, smooth_images, tensor_dataset,
+                                                                       tmp_path):
+    data = tensor_dataset(smooth_images(4))
+    result = run_pretraining(tiny_config(tmp_path / "run", total_steps=2, stop_after_steps=1,
+                                         mfm_targets="visible"), data)
+    state = torch.load(result.checkpoint_url, weights_only=False)
+    state["format"] = "itpn-pretrain/1"  # written before 2026-11-30: no mfm_targets, MFM at the visible units
+    del state["config"]["mfm_targets"], state["schedule"]
+    torch.save(state, result.checkpoint_url)
+    with pytest.raises(ValueError, match="mfm_targets='visible' there, 'masked' here"):
+        Trainer(tiny_config(tmp_path / "run", total_steps=2), data).fit()
+    assert Trainer(tiny_config(tmp_path / "run", total_steps=2, mfm_targets="visible"), data).fit().steps_done == 2
+
+
+def test_named_recipes_cite_the_released_settings_and_yield_to_explicit_keys(tmp_path):
+    clip = PretrainConfig.from_recipe("itpn_clip_b16", clip_checkpoint="/weights/ViT-B-16.pt")
+    assert (clip.teacher, clip.clip_model, clip.feature_loss, clip.clip_targets) == (
+        "clip", "ViT-B-16-quickgelu", "smooth_l1", "all")
+    assert (clip.betas, clip.lr, clip.epochs, clip.warmup_epochs, clip.min_lr, clip.clip_grad) == (
+        (0.9, 0.98), 1.5e-3, 300, 5, 1e-5, None)
+    assert clip.mask_mode == "block" and round(clip.mask_ratio * 196) == 75
+    fast = PretrainConfig.from_recipe("fast_itpn_clip_l", clip_checkpoint="/weights/ViT-L-14.pt")
+    assert (fast.model, fast.clip_model, fast.feature_loss, fast.epochs) == (
+        "fast_itpn_base_patch16_224", "ViT-L-14-quickgelu", "cosine", 1600)
+    pixel = PretrainConfig.from_recipe("itpn_pixel", betas=[0.9, 0.95], epochs=400)
+    assert (pixel.teacher, pixel.mfm_targets, pixel.epochs, pixel.blr, pixel.model) == (
+        "ema", "masked", 400, 1.5e-4, "itpn_base_patch16_224")
+    assert PretrainConfig.from_recipe("itpn_clip_b16", clip_checkpoint="x", betas=[0.9, 0.95]).betas == (0.9, 0.95)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"pretrain": {"recipe": "itpn_clip_l14", "clip_checkpoint": "/w.pt", "lr": 1e-4}}))
+    from_params = PretrainConfig.from_yaml(str(params), "pretrain")
+    assert (from_params.recipe, from_params.clip_model, from_params.lr, from_params.betas) == (
+        "itpn_clip_l14", "ViT-L-14-quickgelu", 1e-4, (0.9, 0.98))
+    with pytest.raises(ValueError, match="unknown recipe 'itpn_clip'.*itpn_pixel, itpn_clip_b16"):
+        PretrainConfig.from_dict({"recipe": "itpn_clip"}, source="params.yaml")
+
+
+def test_command_line_picks_a_recipe_by_name(image_folder, tmp_path, capsys):
+    tiny = {"model": "fast_itpn_tiny_patch16_224", "img_size": 32, "decoder_dim": 32, "decoder_depth": 1,
+            "decoder_heads": 2, "batch_size": 4, "total_steps": 1, "warmup_steps": 0, "num_workers": 0,
+            "device": "cpu", "amp_dtype": "fp32", "progress": False, "data_url": str(image_folder),
+            "model_kwargs": {"depths": [1, 1, 2], "embed_dim": 64, "num_heads": 2, "fpn_dim": 32},
+            "output_url": str(tmp_path / "run")}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"pretrain": tiny}))
+    assert cli_main(["--config", str(params), "--recipe", "itpn_pixel", "--set", "epochs=3"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = torch.load(Path(result["checkpoint_url"]), weights_only=False)["config"]
+    # the recipe's optimiser (itpn_pixel/main_pretrain.py: betas (0.9, 0.95), no clipping, drop path 0) under
+    # the file's model and the command line's epochs
+    assert (saved["recipe"], saved["clip_grad"], saved["drop_path"], saved["epochs"], saved["model"]) == (
+        "itpn_pixel", None, 0.0, 3, "fast_itpn_tiny_patch16_224")
+    with pytest.raises(SystemExit):
+        cli_main(["--recipe", "no_such_recipe"])
+
+
+def test_clip_recipe_builds_the_released_itpn_clip_b16_model():
+    from itpn.pretrain.trainer import build_objective
+
+    config = PretrainConfig.from_recipe("itpn_clip_b16", clip_checkpoint="/weights/ViT-B-16.pt")
+    with torch.device("meta"):  # shapes only
+        objective = build_objective(config, clip_dim=512)
+    # the released clip_tpn_base_3324_patch16_224 state dict holds 88,748,928 values, 38,416 of them its
+    # 196 x 196 relative_position_index buffer (shared/reference/official-keys/itpn_clip_base_pretrain.txt)
+    assert sum(p.numel() for p in objective.parameters()) == 88_748_928 - 196 * 196
+    heads = {key.split(".")[0] for key in objective.state_dict() if not key.startswith("encoder.")}
+    assert heads == {"mask_token", "decoder_embed", "norm", "lm_head", "cls_pt_layers", "norm_cls", "lm_cls_head"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,82 @@ def test_register_artifact_hashes_and_is_idempotent(store_url: str, tmp_path: Pa
     assert len(rows) == 1
     assert rows.loc[0, "sha256"] == stored.sha256 == artifacts.sha256(stored.url)
     assert rows.loc[0, "size_bytes"] == 2000
+
+
+T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+
+
+def top1(variant: str, value: float) -> MetricRow:
+    return MetricRow("classification", "imagenet", "val", "top1", value, model=MODEL, variant=variant)
+
+
+def stored_metrics(store_url: str) -> set[tuple[str, float]]:
+    with open_reader(store_url) as reader:
+        frame = reader.metrics()
+    return set(zip(frame["variant"], frame["value"]))
+
+
+def test_forced_rerun_writing_fewer_metrics_leaves_exactly_its_rows(store_url: str) -> None:
+    with open_writer(store_url) as writer:
+        first = writer.record_run("accel", "e:finetune:k", started_at=T0, finished_at=T0 + timedelta(seconds=90),
+                                  metrics=[top1("baseline", 80.0), top1("migration_10", 79.0)],
+                                  benchmarks=[bench("baseline", 100.0), bench("migration_10", 115.0)])
+        again = writer.record_run("accel", "e:finetune:k", started_at=T0 + timedelta(hours=1),
+                                  finished_at=T0 + timedelta(hours=1, seconds=30), metrics=[top1("baseline", 81.0)],
+                                  benchmarks=[bench("baseline", 101.0)])
+        assert again["run_id"] == first["run_id"] and again["newest"]
+        assert count(writer, Run) == 1 and count(writer, Benchmark) == 1
+        history = writer.attempts(again["run_id"])
+    assert stored_metrics(store_url) == {("baseline", 81.0)}
+    assert [a["started_at"] for a in history] == [T0, T0 + timedelta(hours=1)]
+
+
+def test_runs_hold_the_stage_times_not_the_moment_of_recording(store_url: str) -> None:
+    with open_writer(store_url) as writer:
+        writer.record_run("accel", "e:pretrain:k", started_at=T0, finished_at=T0 + timedelta(seconds=90.5),
+                          metrics=[top1("baseline", 1.0)])
+    with open_reader(store_url) as reader:
+        run = reader.runs().iloc[0]
+    assert run["started_at"] == T0 and run["finished_at"] == T0 + timedelta(seconds=90.5)
+    assert run["duration_s"] == 90.5
+
+
+def test_a_failed_attempt_that_later_succeeds_is_one_completed_run_with_history(store_url: str) -> None:
+    with open_writer(store_url) as writer:
+        failed = writer.record_run("accel", "e:pretrain:k", started_at=T0, finished_at=T0 + timedelta(seconds=5),
+                                   status="failed", error="RuntimeError: out of memory")
+        assert failed["status"] == "failed"
+        done = writer.record_run("accel", "e:pretrain:k", started_at=T0 + timedelta(minutes=1),
+                                 finished_at=T0 + timedelta(minutes=2), metrics=[top1("baseline", 70.0)])
+        history = writer.attempts(done["run_id"])
+    with open_reader(store_url) as reader:
+        runs = reader.runs()
+    assert len(runs) == 1 and runs.iloc[0]["status"] == "completed" and runs.iloc[0]["error"] is None
+    assert runs.iloc[0]["attempts"] == 2 and runs.iloc[0]["duration_s"] == 60.0
+    assert [(a["status"], a["error"]) for a in history] == [("failed", "RuntimeError: out of memory"),
+                                                             ("completed", None)]
+
+
+def test_recording_an_attempt_again_or_late_changes_no_newer_result(store_url: str) -> None:
+    newer = T0 + timedelta(hours=1)
+    with open_writer(store_url) as writer:
+        writer.record_run("accel", "r", started_at=newer, finished_at=newer + timedelta(seconds=9),
+                          metrics=[top1("baseline", 81.0)])
+        late = writer.record_run("accel", "r", started_at=T0, finished_at=T0 + timedelta(seconds=9),
+                                 metrics=[top1("baseline", 80.0), top1("window", 75.0)])
+        same = writer.record_run("accel", "r", started_at=newer, finished_at=newer + timedelta(seconds=9),
+                                 metrics=[top1("baseline", 81.0)])
+        assert not late["newest"] and same["newest"]
+        assert len(writer.attempts(same["run_id"])) == 2  # the same attempt recorded twice is one attempt
+    assert stored_metrics(store_url) == {("baseline", 81.0)}
+    with open_reader(store_url) as reader:
+        assert reader.runs().iloc[0]["started_at"] == newer
+
+
+def test_starting_a_run_again_clears_the_rows_of_the_earlier_attempt(store_url: str) -> None:
+    with open_writer(store_url) as writer:
+        with writer.run("accel", "r") as run_id:
+            writer.add_metrics(run_id, [top1("baseline", 80.0), top1("window", 75.0)])
+        with writer.run("accel", "r") as run_id:
+            writer.add_metrics(run_id, [top1("baseline", 82.0)])
+    assert stored_metrics(store_url) == {("baseline", 82.0)}
