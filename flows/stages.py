@@ -261,7 +261,8 @@ def benchmark_acceleration(params: PipelineParams, out: Path) -> StageResult:
         rows += benchmark_variants(params.experiment.model, resolution, bench.variants or list(VARIANTS),
                                    batch_size=bench.batch_size, device=params.experiment.device, dtype=bench.dtype,
                                    model_kwargs=params.experiment.model_kwargs, window_size=bench.window_size,
-                                   warmup=bench.warmup, iterations=bench.iterations, rounds=bench.rounds)
+                                   warmup=bench.warmup, iterations=bench.iterations, rounds=bench.rounds,
+                                   pyramid=bench.pyramid, clock=bench.clock)
     return StageResult("benchmark_acceleration", key="", benchmarks=[asdict(row) for row in rows])
 
 
