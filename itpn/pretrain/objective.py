@@ -41,7 +41,7 @@ Choices made here (the paper is silent or ambiguous; the released code has no MF
     there; the student has no feature at a masked unit before the decoder fills it, so ``h^s``
     maps the decoder's output token of that unit to the ``k x k`` sub-tokens of level s (ours;
     the released framework figure shows one decoder shared by all levels). Not trivial (MFM
-    terms 0.38-0.51 after training) but it fine-tuned lower in the same runs (40 % top-1, seed 0).
+    terms 0.38-0.53 after training) but it fine-tuned lower in the same runs (40 / 42 % top-1).
 
   Targets are layer-normalised without affine parameters (data2vec/BEiT-v2 practice), MSE by default.
 * **CLIP teacher.** CLIP sees the entire image (BEiT practice, as the paper says), resized so that
