@@ -13,13 +13,12 @@ speed-up from the baseline row of the same run.
 
     python benchmarks/acceleration.py --device cuda --dtype bf16           # the GPU table
     python benchmarks/acceleration.py --small                              # CPU smoke run, < 1 min
-    python benchmarks/acceleration.py --flops-only                         # full-size GFLOPs, no timing
+    python benchmarks/acceleration.py --flops-only                         # the README's FLOP table
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -32,13 +31,19 @@ from rich.progress import Progress
 from rich.table import Table
 
 import itpn  # noqa: F401  (registers the models)
-from itpn.bench.acceleration import Row, benchmark_variants
+from itpn.bench.acceleration import Row, benchmark_variants, flop_table
 from itpn.models import VARIANTS, get_variant
 
 SMALL_DEPTHS = (1, 1, 4)
 SMALL_FPN_DIM = 64  # keeps the pyramid's share of the work near its share in Fast-iTPN-B at 1024 px
 FULL = dict(models=["fast_itpn_base_patch16_224", "fast_itpn_tiny_patch16_224"], resolutions=[1024, 512],
             batch_size=8, window_size=None, warmup=5, iterations=20, rounds=3)
+# The README's FLOP table (pinned by tests/bench/test_flop_table.py): Fast-iTPN-B with its pyramid at
+# the detection / segmentation sizes, the variants of Figure 5 and the front-loaded migration.
+FLOP_TABLE = dict(model="fast_itpn_base_patch16_224", label="Fast-iTPN-B",
+                  sizes=[(1024, 1024), (800, 1344), (512, 512)],
+                  variants=["migration_30", "migration_30_front_loaded", "window", "window_gathering",
+                            "migration_30_gathering"])
 SMALL = dict(models=["fast_itpn_tiny_patch16_224"], resolutions=[160], batch_size=2, window_size=5, warmup=1,
              iterations=2, rounds=1)
 
@@ -49,8 +54,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help=f"CPU smoke run: Fast-iTPN-T with depths {SMALL_DEPTHS} and a {SMALL_FPN_DIM}-d "
                              f"pyramid, 160 px, windows of 5, batch 2")
     parser.add_argument("--flops-only", action="store_true",
-                        help="count GFLOPs on the meta device (no weights, no timing, any size in seconds); "
-                             "prints the table and writes no rows")
+                        help="print the README's FLOP table (Fast-iTPN-B at 1024², 800×1344, 512², counted on the "
+                             "meta device: no weights, no timing); writes no rows")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument("--dtype", default="fp32", help="fp32, bf16 or fp16 (autocast)")
     parser.add_argument("--models", nargs="+", help=f"default: {' '.join(FULL['models'])}")
@@ -70,7 +75,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
             setattr(args, key, value)
     for name in args.variants:
         get_variant(name)  # an unknown name stops here, listing the valid ones
-    if not args.flops_only and torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available on this machine")
     return args
 
@@ -83,10 +88,9 @@ def print_table(rows: list[Row], console: Console) -> None:
         table.add_column(column, justify="left" if column in ("model", "variant") else "right")
     for row in rows:
         base = baselines[(row.model, row.resolution)]
-        timed = not math.isnan(row.images_per_s)
         table.add_row(
-            row.model, str(row.resolution), row.variant, f"{row.images_per_s:.2f}" if timed else "-",
-            f"{row.images_per_s / base.images_per_s:.2f}x" if timed else "-",
+            row.model, str(row.resolution), row.variant, f"{row.images_per_s:.2f}",
+            f"{row.images_per_s / base.images_per_s:.2f}x",
             "-" if row.latency_ms is None else f"{row.latency_ms:.1f}",
             "-" if row.memory_mb is None else f"{row.memory_mb:.0f}", f"{row.gflops:.2f}",
             f"{base.gflops / row.gflops:.2f}x",
@@ -99,6 +103,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     console = Console()
     if not console.is_terminal:  # a log file: room for every column
         console = Console(width=150)
+    if args.flops_only:
+        print(flop_table(FLOP_TABLE["model"], FLOP_TABLE["sizes"], FLOP_TABLE["variants"], label=FLOP_TABLE["label"]))
+        return 0
     if args.window_size:
         console.print(f"windowed variants use windows of {args.window_size} tokens (overriding their default)")
     rows: list[Row] = []
@@ -110,11 +117,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 rows.extend(benchmark_variants(
                     model_name, resolution, args.variants, batch_size=args.batch_size, device=args.device,
                     dtype=args.dtype, window_size=args.window_size, warmup=args.warmup, iterations=args.iterations,
-                    rounds=args.rounds, flops_only=args.flops_only, progress=progress,
+                    rounds=args.rounds, progress=progress,
                     **(small if args.small else {})))
     print_table(rows, console)
-    if args.flops_only:
-        return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
     console.print(f"wrote {len(rows)} rows to {args.out}")

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> list[dict]:
             image_size=64)
     rows = []
     for seed in args.seeds:
-        for name, variant in VARIANTS.items():
+        for name in args.variants:
+            variant = VARIANTS[name]
             run_dir = out / f"{name}_seed{seed}"
             config = PretrainConfig.from_dict({**DEMO_PRETRAIN, **variant, "total_steps": args.steps, "seed": seed,
                                                "data_url": data_url, "output_url": str(run_dir / "pretrain"),
@@ -114,6 +115,8 @@ def summarise(rows: list[dict]) -> Table:
         table.add_column(column)
     for name in VARIANTS:
         mine = [row for row in rows if row["variant"] == name]
+        if not mine:
+            continue
         seeds = ", ".join(f"{r['top1']:.1f}" for r in mine)
         cells = [name, f"{statistics.mean(r['top1'] for r in mine):.1f} ({seeds})",
                  f"{statistics.mean(r['final_mim'] for r in mine):.3f}"]
@@ -131,6 +134,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="pre-training updates per run")
     parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--held", type=int, default=192, help="images the MFM losses are measured on")
     args = parser.parse_args()
     torch.set_num_threads(1)

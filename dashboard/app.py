@@ -12,6 +12,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from dashboard.paper_points import paper_points
 from dashboard.sweeps import select_from_query, sweep_section
 from services import settings
 from services.store import (
@@ -58,36 +59,64 @@ def model_colours(models: list[str]) -> dict[str, str]:
     return {model: palette[index % len(palette)] for index, model in enumerate(sorted(models))}
 
 
-def accuracy_figure(points: pd.DataFrame, task: str, colours: dict[str, str]) -> go.Figure:
-    """Accuracy against speed-up for one task: a point per variant, a Pareto front per model with its
-    variants named."""
+X_AXES = {"measured speed-up": "speedup", "FLOP reduction": "flop_reduction"}
+
+
+def with_flop_reduction(points: pd.DataFrame, benchmarks: pd.DataFrame) -> pd.DataFrame:
+    """``points`` plus ``flop_reduction``: the baseline's GFLOPs over the variant's, from the benchmark
+    rows of the same model, device, resolution and batch (NaN where either was not counted)."""
+    key = ["model", "device", "resolution", "batch_size"]
+    counted = benchmarks.dropna(subset=["gflops"]).sort_values("recorded_at").drop_duplicates(
+        [*key, "variant"], keep="last")
+    base = counted[counted["variant"] == BASELINE][[*key, "gflops"]].rename(columns={"gflops": "base_gflops"})
+    flops = counted[[*key, "variant", "gflops"]].merge(base, on=key, how="left")
+    flops["flop_reduction"] = flops["base_gflops"] / flops["gflops"]
+    merged = points.merge(flops[[*key, "variant", "flop_reduction"]], on=[*key, "variant"], how="left")
+    merged.index = points.index
+    return merged
+
+
+def x_axis_title(x: str, points: pd.DataFrame, device: str | None) -> str:
+    """The x-axis title, naming the resolutions (and device) the numbers were measured at."""
+    sizes = ", ".join(f"{int(size)}²" for size in sorted(points["resolution"].dropna().unique()))
+    where = f" at {sizes} px" if sizes else ""
+    if x == "flop_reduction":
+        return f"FLOP reduction: baseline GFLOPs / variant GFLOPs (×){where}"
+    return f"measured speed-up over baseline (×){where}{f' on {device}' if device else ''}"
+
+
+def accuracy_figure(points: pd.DataFrame, task: str, colours: dict[str, str], x: str = "speedup",
+                    paper: pd.DataFrame | None = None, device: str | None = None) -> go.Figure:
+    """Accuracy against ``x`` (``speedup`` or ``flop_reduction``) for one task: a point per variant,
+    each labelled with its variant, a Pareto front per model, and the paper's points for the task
+    (speed-up only, on a right-hand axis: the paper's accuracy is on its own scale)."""
     metric = MAIN_METRICS[task]
     figure = go.Figure()
     for model, rows in points.groupby("model", sort=True):
         colour = colours[str(model)]
         figure.add_trace(
             go.Scatter(
-                x=rows["speedup"],
+                x=rows[x],
                 y=rows["accuracy"],
-                mode="markers",
+                mode="markers+text",
+                text=rows["variant"],
+                textposition="top center",
+                textfont={"size": 10, "color": colour},
                 name=str(model),
                 legendgroup=str(model),
                 marker={"color": colour, "size": 11, "line": {"width": 1, "color": "white"}},
                 customdata=rows[["variant", "dataset"]],
-                hovertemplate="<b>%{customdata[0]}</b><br>speed-up %{x:.2f}×<br>"
+                hovertemplate="<b>%{customdata[0]}</b><br>%{x:.2f}×<br>"
                 + metric
                 + " %{y:.2f} (%{customdata[1]})<extra>%{fullData.name}</extra>",
             )
         )
-        front = pareto_front(rows)
+        front = pareto_front(rows, x=x)
         figure.add_trace(
             go.Scatter(
-                x=front["speedup"],
+                x=front[x],
                 y=front["accuracy"],
-                mode="lines+text",
-                text=front["variant"],  # the variants worth choosing, named on the chart
-                textposition="top center",
-                textfont={"size": 11, "color": colour},
+                mode="lines",
                 name=f"{model} Pareto front",
                 legendgroup=str(model),
                 showlegend=False,
@@ -95,18 +124,49 @@ def accuracy_figure(points: pd.DataFrame, task: str, colours: dict[str, str]) ->
                 hoverinfo="skip",
             )
         )
+    layout: dict = {}
+    if paper is not None and x == "speedup" and not paper.empty:
+        for source, rows in paper.groupby("source", sort=True):
+            figure.add_trace(
+                go.Scatter(
+                    x=rows["speedup"],
+                    y=rows["accuracy"],
+                    yaxis="y2",
+                    mode="markers+text",
+                    text=rows["variant"],
+                    textposition="bottom center",
+                    textfont={"size": 10, "color": "grey"},
+                    name=f"paper, {source}",
+                    marker={"color": "grey", "size": 10, "symbol": "diamond-open"},
+                    hovertemplate="<b>%{text}</b><br>speed-up %{x:.2f}×<br>%{y:.1f} %<extra>paper</extra>",
+                )
+            )
+        layout["yaxis2"] = {"title": "paper (%)", "overlaying": "y", "side": "right", "showgrid": False}
     figure.add_vline(
         x=1.0, line_dash="dash", line_color="grey", annotation_text="baseline 1.0×", annotation_position="bottom right"
     )
+    label = "speed-up" if x == "speedup" else "FLOP reduction"
     figure.update_layout(
-        title=f"{task}: {metric} vs speed-up",
-        xaxis_title="speed-up over baseline (×)",
+        title=f"{task}: {metric} vs {label}",
+        xaxis_title=x_axis_title(x, points, device if x == "speedup" else None),
         yaxis_title=f"{metric} (val)",
-        height=420,
+        height=440,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         legend={"orientation": "h", "y": -0.2},
+        **layout,
     )
     return figure
+
+
+def measured_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """``columns`` less those with no value in ``frame`` (e.g. CUDA memory in CPU benchmarks)."""
+    return [column for column in columns if column in frame and frame[column].notna().any()]
+
+
+@st.cache_data(ttl=REFRESH_S, show_spinner=False)
+def runs_with_curves(url: str, run_ids: tuple[int, ...]) -> list[int]:
+    """The runs (of ``run_ids``, in that order) that recorded some metric over several steps."""
+    return [run_id for run_id in run_ids if (load_curves(url, run_id).groupby("name")["step"].nunique() > 1).any()]
 
 
 def curves_figure(curves: pd.DataFrame, metric: str) -> go.Figure:
@@ -164,21 +224,33 @@ chosen_tasks = st.sidebar.multiselect("Task", tasks, default=tasks, key="tasks")
 chosen_models = st.sidebar.multiselect("Model", models, default=models, key="models")
 
 st.header("Accuracy vs speed-up")
-shown = points[points["task"].isin(chosen_tasks) & points["model"].isin(chosen_models)]
-plotted = shown.dropna(subset=["speedup"])
+x_label = st.radio("x-axis", list(X_AXES), horizontal=True, key="x-axis")
+x_column = X_AXES[x_label]
+shown = with_flop_reduction(points[points["task"].isin(chosen_tasks) & points["model"].isin(chosen_models)], benchmarks)
+plotted = shown.dropna(subset=[x_column])
 if plotted.empty:
     st.info("No accuracy with a matching benchmark for this selection.")
 else:
     st.caption(
-        f"One point per acceleration variant on {device or 'any device'}; speed-up is img/s over the "
-        f"`{BASELINE}` variant of the same model, resolution and batch; dotted lines are Pareto fronts."
+        f"One labelled point per acceleration variant on {device or 'any device'}; "
+        + (
+            f"speed-up is measured img/s over the `{BASELINE}` variant of the same model, resolution and batch; "
+            "grey diamonds are the paper's points (Fig. 5, Table 7; right-hand axis)"
+            if x_column == "speedup"
+            else f"FLOP reduction is the `{BASELINE}` variant's GFLOPs over the variant's (the paper reports "
+            "speed, not FLOPs, so its points are not drawn here)"
+        )
+        + "; dotted lines are Pareto fronts."
     )
     colours = model_colours(models)
+    paper = paper_points()
     task_list = sorted(plotted["task"].unique())
     columns = st.columns(2 if len(task_list) > 1 else 1)
     for index, task in enumerate(task_list):
         with columns[index % len(columns)]:
-            st.plotly_chart(accuracy_figure(plotted[plotted["task"] == task], task, colours), key=f"accuracy-{task}")
+            figure = accuracy_figure(plotted[plotted["task"] == task], task, colours, x=x_column,
+                                     paper=paper[paper["task"] == task], device=device)
+            st.plotly_chart(figure, key=f"accuracy-{task}")
 missing = shown[shown["speedup"].isna()]
 if not missing.empty:
     st.caption(
@@ -192,23 +264,10 @@ st.header("Benchmarks")
 bench_shown = benchmarks[benchmarks["model"].isin(chosen_models)]
 if device is not None:
     bench_shown = bench_shown[bench_shown["device"] == device]
+bench_columns = ["model", "variant", "resolution", "batch_size", "device", "dtype", "images_per_s", "speedup",
+                 "latency_ms", "memory_mb", "gflops", "run_id"]
 st.dataframe(
-    bench_shown[
-        [
-            "model",
-            "variant",
-            "resolution",
-            "batch_size",
-            "device",
-            "dtype",
-            "images_per_s",
-            "speedup",
-            "latency_ms",
-            "memory_mb",
-            "gflops",
-            "run_id",
-        ]
-    ],
+    bench_shown[measured_columns(bench_shown, bench_columns)],
     hide_index=True,
     column_config={
         "images_per_s": st.column_config.NumberColumn("img/s", format="%.1f"),
@@ -239,7 +298,9 @@ if runs_shown.empty:
     st.info("No runs in this experiment.")
 else:
     labels = {row.run_id: f"#{row.run_id} {row.run_key} ({row.status})" for row in runs_shown.itertuples()}
-    run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="curve-run")
+    with_curves = runs_with_curves(url, tuple(int(run_id) for run_id in labels))
+    opening = list(labels).index(with_curves[0]) if with_curves else 0  # open on a run that has curves
+    run_id = st.selectbox("Run", list(labels), index=opening, format_func=labels.get, key="curve-run")
     curves = load_curves(url, int(run_id))
     stepped = curves.groupby("name")["step"].nunique()
     names = sorted(stepped[stepped > 1].index)

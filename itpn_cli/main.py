@@ -200,6 +200,50 @@ def bench(params: str = PARAMS_OPTION) -> None:
 
 
 @app.command()
+def reproduce(table: str = typer.Argument(..., help="table7 | table8 | table9 | figure5"),
+              scale: str = typer.Option("demo", "--scale", help="demo | small | paper (configs/reproduce/<scale>.yaml)"),
+              data_root: Optional[str] = typer.Option(None, "--data-root", help="URL of the real data sets in "
+                                                      "their standard layouts (default: generated data)"),
+              output_dir: Optional[str] = typer.Option(None, "--output-dir", help="where the grid's runs go")) -> None:
+    """Run the pre-training x fine-tuning grid one of the paper's tables needs, record every run in the
+    store under `reproduce-<table>-<scale>`, and print our table beside the paper's numbers."""
+    from flows.reproduce import SCALES, TABLES
+
+    if table not in TABLES:
+        raise typer.BadParameter(f"unknown table {table!r}; the tables are {', '.join(TABLES)}")
+    if scale not in SCALES:
+        raise typer.BadParameter(f"unknown scale {scale!r}; the scales are {', '.join(SCALES)}")
+    _offline()
+    from flows.reproduce import reproduce as reproduce_flow
+
+    started = time.time()
+    try:
+        reproduce_flow(table=table, scale=scale, data_root=data_root, output_dir=output_dir)
+    except Exception as error:
+        console.print(f"[red]reproduce {table} failed:[/red] {error}")
+        raise typer.Exit(1)
+    console.print(f"{table} at scale {scale} finished in {time.time() - started:.0f} s")
+    print_reproduced_table(table, scale)
+
+
+def print_reproduced_table(table: str, scale: str) -> None:
+    """Our numbers beside the paper's, read back from the results store."""
+    from services.paper_tables import load_paper_tables, reproduced_table
+    from services.store import open_reader
+
+    spec = load_paper_tables()[table]
+    with open_reader() as reader:
+        frame = reproduced_table(reader, table, scale)
+    view = Table(title=f"{spec.title} - ours ({scale} scale) beside the paper")
+    for column in frame.columns:
+        view.add_column(column, justify="left" if column in ("row", "paper row") else "right")
+    for line in frame.itertuples(index=False):
+        view.add_row(*[Text(value if isinstance(value, str) else "-" if value != value else f"{value:.4g}")
+                       for value in line])
+    console.print(view)
+
+
+@app.command()
 def models(resolution: int = typer.Option(224, help="input size for the GFLOPs column")) -> None:
     """Every registered model with its parameters and GFLOPs (counted on the meta device)."""
     import timm

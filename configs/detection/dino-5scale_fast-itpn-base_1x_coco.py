@@ -29,8 +29,9 @@ model = dict(
     decoder=dict(layer_cfg=dict(cross_attn_cfg=dict(num_levels=num_levels))),
 )
 
-train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(dataset=dict(data_root=data_root))
+# ITPNCocoDataset (itpn.mmlab.datasets): mmdet's CocoDataset without the images prepare() listed as skipped.
+train_dataloader = dict(dataset=dict(type='ITPNCocoDataset', data_root=data_root))
+val_dataloader = dict(dataset=dict(type='ITPNCocoDataset', data_root=data_root))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator

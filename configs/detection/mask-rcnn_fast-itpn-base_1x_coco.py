@@ -63,8 +63,10 @@ train_pipeline = [
         ]),
     dict(type='PackDetInputs'),
 ]
-train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(data_root=data_root))
+# ITPNCocoDataset (itpn.mmlab.datasets): mmdet's CocoDataset without the images prepare() listed as skipped.
+train_dataloader = dict(batch_size=2, dataset=dict(type='ITPNCocoDataset', data_root=data_root,
+                                                   pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(type='ITPNCocoDataset', data_root=data_root))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator

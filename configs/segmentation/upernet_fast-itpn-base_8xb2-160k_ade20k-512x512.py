@@ -43,7 +43,7 @@ model = dict(
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)),
 )
 
-dataset_type = 'ADE20KDataset'
+dataset_type = 'ITPNADE20KDataset'  # itpn.mmlab.datasets: mmseg's ADE20KDataset without what prepare() skipped
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),

@@ -1,6 +1,7 @@
 """OpenMMLab adapters: the iTPN backbone + pre-trained pyramid as an mmdet / mmseg / mmrotate backbone,
-layer-wise lr decay, DOTA through the project's reader with DOTA's merged metric, and the entry
-points ``run_detection``, ``run_segmentation``, ``run_rotated``.
+layer-wise lr decay, COCO / ADE20K without the samples the manifest lists as skipped, DOTA through the
+project's reader with DOTA's merged metric, and the entry points ``run_detection``,
+``run_segmentation``, ``run_rotated``.
 
 Needs the OpenMMLab stack (``scripts/install_openmmlab.sh``); the rest of ``itpn`` never imports it.
 Configs load this package with ``custom_imports=dict(imports=['itpn.mmlab'])``.
@@ -14,6 +15,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
                       f"scripts/install_openmmlab.sh, or pip install the 'mmlab' extra") from error
 
 from .backbone import ITPNBackbone
+from .datasets import ITPNADE20KDataset, ITPNCocoDataset
 from .dota import DOTAMergedMetric, ITPNDOTADataset, read_label_file
 from .optim import LayerDecayOptimWrapperConstructor, layer_decay_groups
 from .runner import MetricRecordsHook, load_config, run_detection, run_rotated, run_segmentation, run_task
@@ -22,7 +24,7 @@ for _registry in (mmdet.registry.MODELS, mmseg.registry.MODELS, mmrotate.registr
     _registry.register_module(module=ITPNBackbone, force=True)
 
 __all__ = [
-    "DOTAMergedMetric", "ITPNBackbone", "ITPNDOTADataset", "LayerDecayOptimWrapperConstructor", "MetricRecordsHook",
+    "DOTAMergedMetric", "ITPNADE20KDataset", "ITPNBackbone", "ITPNCocoDataset", "ITPNDOTADataset", "LayerDecayOptimWrapperConstructor", "MetricRecordsHook",
     "layer_decay_groups", "load_config", "read_label_file", "run_detection", "run_rotated", "run_segmentation",
     "run_task",
 ]

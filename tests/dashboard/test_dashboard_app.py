@@ -45,23 +45,28 @@ def test_charts_and_tables_render(app_path: Path, filled_store_url: str, monkeyp
     assert [header.value for header in at.header] == ["Accuracy vs speed-up", "Benchmarks", "Runs", "Training curves"]
     titles = chart_titles(at)
     assert titles[:2] == ["classification: top1 vs speed-up", "detection: bbox_mAP vs speed-up"]
-    assert titles[2:] == ["loss", "lr"]  # curves of the newest run (pretraining)
+    # the newest run (a benchmark) has no curves: the section opens on the newest run that has them
+    assert titles[2:] == ["loss", "lr"]
+    assert "pretrain-base" in at.selectbox(key="curve-run").format_func(at.selectbox(key="curve-run").value)
 
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    points = [trace for trace in spec["data"] if trace["mode"] == "markers"]
-    fronts = [trace for trace in spec["data"] if trace["mode"] == "lines+text"]
+    points = [trace for trace in spec["data"] if trace["mode"] == "markers+text"]
+    fronts = [trace for trace in spec["data"] if trace["mode"] == "lines"]
     assert len(points) == 2 and len(fronts) == 2  # two models, a front each
     assert sum(len(values(trace["x"])) for trace in points) == 10  # one point per variant
     base = next(trace for trace in points if trace["name"] == "fast_itpn_base_patch16_224")
-    assert sorted(values(base["x"])) == pytest.approx([1.0, 1.15, 1.2, 1.7, 1.9])
+    by_variant = dict(zip(values(base["text"]), values(base["x"])))  # every point carries its variant's name
+    assert by_variant == pytest.approx({"baseline": 1.0, "migration_10": 1.15, "migration_20": 1.2,
+                                        "window_gathering_hrpe": 1.7, "window": 1.9})
     base_front = next(trace for trace in fronts if trace["name"].startswith("fast_itpn_base"))
     assert values(base_front["x"]) == pytest.approx([1.15, 1.7, 1.9])  # migration_20 is dominated
-    assert list(values(base_front["text"])) == ["migration_10", "window_gathering_hrpe", "window"]
     assert any(shape["x0"] == 1.0 and shape["x1"] == 1.0 for shape in spec["layout"]["shapes"])
+    assert spec["layout"]["xaxis"]["title"]["text"] == "measured speed-up over baseline (×) at 224² px on cpu"
     assert at.sidebar.selectbox(key="device").value == "cpu"
 
     benchmarks = table(at, "images_per_s")
     assert len(benchmarks) == 10 and set(benchmarks["device"]) == {"cpu"}
+    assert "memory_mb" not in benchmarks.columns  # nothing measured it on CPU
     assert benchmarks.loc[benchmarks["variant"] == "window", "speedup"].round(2).tolist() == [1.9, 1.9]
     runs = table(at, "run_key")
     assert set(runs["status"]) == {"completed", "failed"}
@@ -76,17 +81,40 @@ def test_filters_change_what_is_shown(app_path: Path, filled_store_url: str, mon
 
     at.sidebar.multiselect(key="models").set_value([TINY]).run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert {trace["name"] for trace in spec["data"] if trace["mode"] == "markers"} == {TINY}
+    assert {trace["name"] for trace in spec["data"] if trace["mode"] == "markers+text" and "yaxis" not in trace} == {TINY}
     assert set(table(at, "images_per_s")["model"]) == {TINY}
 
     at.sidebar.selectbox(key="device").set_value("cuda").run()
     assert set(table(at, "images_per_s")["device"]) == {"cuda"}
+    assert table(at, "images_per_s")["memory_mb"].tolist() == [800.0] * 5
 
     at.sidebar.selectbox(key="experiment").set_value("smoke").run()
     assert not at.exception
     assert table(at, "run_key")["run_key"].tolist() == ["broken-run"]
     assert not [title for title in chart_titles(at) if "speed-up" in title]
     assert any("No accuracy" in info.value for info in at.info)
+
+
+def test_x_axis_switches_to_flop_reduction_and_the_paper_points_stand_beside_ours(
+    app_path: Path, filled_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = started(app_path, filled_store_url, monkeypatch)
+    detection = json.loads(at.get("plotly_chart")[1].proto.spec)
+    paper = [trace for trace in detection["data"] if trace["name"].startswith("paper, Fig. 5")]
+    assert len(paper) == 1 and paper[0]["yaxis"] == "y2"
+    paper_points = dict(zip(values(paper[0]["text"]), values(paper[0]["x"])))
+    assert paper_points["migration_30"] == pytest.approx(1.23) and paper_points["window"] == pytest.approx(1.9)
+    assert len(paper_points) == 8  # Figure 5's rows
+
+    at.radio(key="x-axis").set_value("FLOP reduction").run()
+    assert chart_titles(at)[:2] == ["classification: top1 vs FLOP reduction", "detection: bbox_mAP vs FLOP reduction"]
+    spec = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert not [trace for trace in spec["data"] if trace["name"].startswith("paper")]  # the paper gives no FLOPs
+    base = next(trace for trace in spec["data"] if trace["name"] == "fast_itpn_base_patch16_224")
+    # gflops = 17 / factor in the test rows, so the FLOP reduction equals each variant's factor
+    assert dict(zip(values(base["text"]), values(base["x"]))) == pytest.approx(
+        {"baseline": 1.0, "migration_10": 1.15, "migration_20": 1.2, "window_gathering_hrpe": 1.7, "window": 1.9})
+    assert spec["layout"]["xaxis"]["title"]["text"].startswith("FLOP reduction")
 
 
 def test_run_selection_switches_training_curves(

@@ -19,7 +19,7 @@ from flow_params import TINY_PARAMS, write_params
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-POOL = "itpn-process"
+POOLS = ("itpn-cpu", "itpn-gpu")  # prefect.yaml's work pools
 RUN_TIMEOUT_S = 300
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -114,7 +114,8 @@ def deployed(prefect_server, prefect_env, tmp_path) -> str:
     project.mkdir()
     shutil.copy(REPO / "prefect.yaml", project / "prefect.yaml")
     (project / "flows").symlink_to(REPO / "flows", target_is_directory=True)
-    prefect_cli(prefect_env, project, "work-pool", "create", POOL, "--type", "process")
+    for pool in POOLS:
+        prefect_cli(prefect_env, project, "work-pool", "create", pool, "--type", "process")
     prefect_cli(prefect_env, project, "--no-prompt", "deploy", "--all")
     return prefect_server
 
@@ -125,18 +126,18 @@ def deployment(api: str, flow_name: str, deployment_name: str) -> dict:
     return response.json()
 
 
-def run_deployment(api: str, deployment_id: str, parameters: dict, env: dict[str, str], tmp_path: Path) -> dict:
+def run_deployment(api: str, deployment: dict, parameters: dict, env: dict[str, str], tmp_path: Path) -> dict:
     """Schedule a run of the deployment now (what the nightly schedule does at 02:00), then let a worker
     started with ``--run-once`` take it: the worker polls once, submits the run, waits for it to end
     (``--limit 1`` makes Prefect wait on its run limiter) and exits by itself. Returns the flow run."""
-    response = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters},
+    response = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json={"parameters": parameters},
                           timeout=30)
     assert response.status_code == 201, response.text
     run = response.json()
     assert run["state"]["type"] == "SCHEDULED"
     log = tmp_path / "worker.log"
     with log.open("w") as output:
-        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--run-once",
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", deployment["work_pool_name"], "--run-once",
                                    "--limit", "1"], env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     try:
@@ -157,10 +158,10 @@ def test_nightly_benchmark_deployment_runs_on_a_worker_and_records_rows(deployed
     nightly = deployment(deployed, "benchmark_acceleration", "benchmark-nightly")
     crons = [(entry["schedule"].get("cron"), entry["schedule"].get("timezone")) for entry in nightly["schedules"]]
     assert crons == [("0 2 * * *", "UTC")]
-    assert nightly["work_pool_name"] == POOL
+    assert nightly["work_pool_name"] == "itpn-cpu"
     params_file = write_params(tmp_path)
 
-    run = run_deployment(deployed, nightly["id"], {"params_file": str(params_file)}, prefect_env, tmp_path)
+    run = run_deployment(deployed, nightly, {"params_file": str(params_file)}, prefect_env, tmp_path)
 
     with open_reader(prefect_env["ITPN_STORE_URL"]) as reader:
         rows = reader.benchmarks(experiment="test")

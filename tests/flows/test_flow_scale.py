@@ -47,6 +47,7 @@ def test_training_stages_run_under_torchrun_when_several_gpus_are_asked_for(stag
     assert "torch.distributed.run" not in stage_command(stage, "params.yaml", gpus=1)
 
 
+@pytest.mark.openmmlab
 def test_an_openmmlab_stage_under_torchrun_uses_mmengines_pytorch_launcher(tmp_path, monkeypatch):
     import itpn.mmlab
 

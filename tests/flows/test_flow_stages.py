@@ -59,15 +59,24 @@ def test_unknown_pretrain_key_fails_with_the_key(tmp_path):
 
 
 def test_changed_parameters_start_a_fresh_run_directory(tmp_path):
-    params = PipelineParams.load(write_params(tmp_path))
+    """A run folder left by other parameters is cleared, not resumed: the changed run trains from step 0
+    and ends where a run of the changed parameters in an empty folder ends."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    params = PipelineParams.load(write_params(tmp_path / "a"))
     run_stage("prepare_data", params)
     first = run_stage("pretrain", params)
     assert first.metrics[0]["step"] == 3
-    changed = PipelineParams.load(write_params(tmp_path, pretrain={"lr": 3e-3}))
+    changed = PipelineParams.load(write_params(tmp_path / "a", pretrain={"lr": 3e-3}))
     second = run_stage("pretrain", changed)
     assert second.key != first.key
-    assert second.metrics[0]["step"] == 3  # trained again, did not resume the finished run
-    assert second.metrics[0]["value"] == second.metrics[0]["value"]  # finite, not NaN
+    alone = PipelineParams.load(write_params(tmp_path / "b", pretrain={"lr": 3e-3}))
+    run_stage("prepare_data", alone)
+    expected = run_stage("pretrain", alone)
+    assert second.metrics[0]["step"] == 3
+    assert second.metrics[0]["value"] == expected.metrics[0]["value"] != first.metrics[0]["value"]
+    curve = [json.loads(line) for line in open(second.curves[0]["url"])]
+    assert [row["step"] for row in curve] == [1, 2, 3]  # trained every step again, no row of the stale run
 
 
 def test_under_torchrun_the_other_ranks_wait_until_rank_0_has_cleared_a_stale_run(tmp_path):

@@ -1,11 +1,12 @@
 """ITPNBackbone in every registry, its pyramid outputs, pre-trained weights and the acceleration variants."""
 import pytest
+import timm
 import torch
 from safetensors.torch import load_file
 
 from itpn.mmlab import ITPNBackbone, layer_decay_groups
 from itpn.models import CheckpointMismatchError
-from itpn.models.acceleration import VARIANTS
+from itpn.models.acceleration import VARIANTS, set_acceleration
 
 from mmlab_helpers import TINY, TINY_MODEL, write_export
 
@@ -73,11 +74,28 @@ def test_bad_output_mode_is_refused():
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_every_acceleration_variant_keeps_the_pyramid_shapes(variant):
+def test_every_acceleration_variant_gives_the_maps_of_the_model_running_it(variant):
+    """The adapter runs the variant it is configured with: its maps equal those of the same weights run
+    through timm with ``set_acceleration(variant)``, and migration (fewer stage-3 tokens) changes them."""
+    torch.manual_seed(0)
     backbone = tiny_backbone(acceleration=variant).eval()
-    maps = backbone(torch.randn(1, 3, 64, 64))
+    images = torch.randn(1, 3, 64, 64)
+    maps = backbone(images)
     assert [tuple(m.shape[1:]) for m in maps] == [(256, 16 // 2 ** i, 16 // 2 ** i) for i in range(5)]
-    assert all(torch.isfinite(m).all() for m in maps)
+    reference = timm.create_model(TINY_MODEL, pyramid=True, num_classes=0, pyramid_extra_levels=2,
+                                  drop_path_rate=0.0, **TINY).eval()
+    set_acceleration(reference, variant)
+    reference.load_state_dict(backbone.model.state_dict())
+    baseline = timm.create_model(TINY_MODEL, pyramid=True, num_classes=0, pyramid_extra_levels=2,
+                                 drop_path_rate=0.0, **TINY).eval()
+    baseline.load_state_dict(backbone.model.state_dict(), strict=False)
+    with torch.no_grad():
+        expected = reference.forward_features(images)
+        plain = baseline.forward_features(images)
+    for got, name in zip(maps, ("s4", "s8", "s16", "s32", "s64")):
+        torch.testing.assert_close(got, expected[name])
+    if variant.startswith("migration"):
+        assert not torch.allclose(maps[2], plain["s16"])
 
 
 def test_layer_decay_groups_scale_lr_from_stem_to_heads():
