@@ -102,6 +102,10 @@ class PretrainConfig(DataclassConfig):
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
     img_size: int = 224
     drop_path: float = 0.1
+    # False: HiViT pre-trained without the feature pyramid (MAE-style, pixel MIM only): the paper's
+    # "without integral pre-training" ablation (Table 8 first row, Figure 7's HiViT curve); the export
+    # then holds no pyramid. Table 9's convolutional ablation is a model argument: model_kwargs {cmlp: false}.
+    integral: bool = True
     # objective
     teacher: TeacherKind = "ema"
     ema_momentum: float = 0.996
@@ -165,6 +169,10 @@ class PretrainConfig(DataclassConfig):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.epochs is None and self.total_steps is None:
             raise ValueError("set epochs or total_steps")
+        if not self.integral and self.teacher != "none":
+            raise ValueError(f"integral=False pre-trains HiViT without the feature pyramid, so there are no pyramid "
+                             f"levels for MFM (teacher={self.teacher!r}): set teacher='none' (the paper's Table 8 "
+                             f"first row is pixel MIM alone)")
         if self.uses_clip and not self.clip_checkpoint:
             raise ValueError(f"teacher={self.teacher!r} needs clip_checkpoint, the local path of the open_clip weights")
 

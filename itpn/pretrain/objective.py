@@ -59,7 +59,7 @@ from torch import nn
 
 from itpn.models import HiViT
 from itpn.models.hivit import PATCH_SIZE
-from itpn.models.layers import gather_units
+from itpn.models.layers import UnitLayout, gather_units
 
 from .masking import Mask
 
@@ -103,14 +103,17 @@ def standardize(features: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(features.float(), features.shape[-1:])
 
 
-def level_projections(fpn_dim: int, dim: int, eps: float = 1e-5) -> nn.ModuleList:
+def level_projections(fpn_dim: int, dim: int, eps: float = 1e-5,
+                      level_sizes: Sequence[int] = LEVEL_SIZES) -> nn.ModuleList:
     """Per pyramid level (strides 16, 8, 4): LayerNorm + Linear to ``dim / k^2`` per sub-token, so the
-    ``k x k`` sub-tokens of a unit flatten to ``dim`` (``decoder_embed`` of the released code)."""
-    if dim % 16:
-        raise ValueError(f"the merged width must be a multiple of 16 (the stride-4 level has 16 sub-tokens per "
-                         f"unit), got {dim}")
+    ``k x k`` sub-tokens of a unit flatten to ``dim`` (``decoder_embed`` of the released code).
+    ``level_sizes`` (``k`` per level): ``(1,)`` for the stage-3 tokens alone (no pyramid)."""
+    finest = max(level_sizes) ** 2
+    if dim % finest:
+        raise ValueError(f"the merged width must be a multiple of {finest} (the finest level has {finest} sub-tokens "
+                         f"per unit), got {dim}")
     return nn.ModuleList([nn.Sequential(nn.LayerNorm(fpn_dim, eps=eps), nn.Linear(fpn_dim, dim // (size * size)))
-                          for size in LEVEL_SIZES])
+                          for size in level_sizes])
 
 
 def merge_levels(projections: nn.ModuleList, levels: list[torch.Tensor]) -> torch.Tensor:
@@ -123,10 +126,13 @@ class PixelDecoder(nn.Module):
     """MIM head: pyramid levels -> summed unit tokens -> mask-token fill -> transformer -> pixels."""
 
     def __init__(self, fpn_dim: int, dim: int = 512, depth: int = 8, num_heads: int = 16,
-                 mlp_ratio: float = 4.0, patch: int = PATCH_SIZE, in_chans: int = 3):
+                 mlp_ratio: float = 4.0, patch: int = PATCH_SIZE, in_chans: int = 3,
+                 level_sizes: Sequence[int] = LEVEL_SIZES):
+        """``fpn_dim``: channels of every level; ``level_sizes``: sub-tokens per unit side of each level
+        (``(1,)`` for the stage-3 tokens alone, when pre-training without the pyramid)."""
         super().__init__()
         self.dim = dim
-        self.level_proj = level_projections(fpn_dim, dim)
+        self.level_proj = level_projections(fpn_dim, dim, level_sizes=level_sizes)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList([DecoderBlock(dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
@@ -220,14 +226,21 @@ class IntegralPretrainModel(nn.Module):
     pixel decoder and the MFM heads. ``forward`` returns the named loss terms.
 
     ``mfm``: ``stages`` (EMA teacher, targets at ``mfm_targets`` units), ``clip_visible`` (ours:
-    CLIP distillation at the visible units, needs ``clip_dim``) or ``none`` (MIM alone)."""
+    CLIP distillation at the visible units, needs ``clip_dim``) or ``none`` (MIM alone).
+
+    An encoder without the pyramid is the paper's "without integral pre-training" ablation (Table 8,
+    first row; Figure 7's HiViT curve): MAE on HiViT, the decoder reading the stage-3 tokens alone
+    (``V = U^S``), pixel MIM only."""
 
     def __init__(self, encoder: HiViT, mfm: MfmMode = "stages", *, clip_dim: Optional[int] = None,
                  mfm_weight: float = 0.3, mfm_loss: FeatureLoss = "mse", mfm_targets: MfmTargets = "masked",
                  decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
                  norm_pix_loss: bool = True):
         super().__init__()
-        _require_pyramid(encoder)
+        if encoder.pyramid is None and mfm != "none":
+            raise ValueError("an encoder without the feature pyramid (integral=False: HiViT pre-trained alone, as the "
+                             "paper's Table 8 first row) has no pyramid levels for MFM: use teacher='none', or build "
+                             "the encoder with pyramid=True")
         if mfm not in ("stages", "clip_visible", "none"):
             raise ValueError(f"mfm must be 'stages', 'clip_visible' or 'none', got {mfm!r}")
         if mfm_targets not in ("masked", "visible"):
@@ -240,8 +253,10 @@ class IntegralPretrainModel(nn.Module):
         self.mfm_loss = mfm_loss
         self.mfm_targets = mfm_targets
         self.norm_pix_loss = norm_pix_loss
-        fpn_dim = encoder.pyramid.fpn_dim
-        self.decoder = PixelDecoder(fpn_dim, decoder_dim, decoder_depth, decoder_heads, in_chans=encoder.in_chans)
+        # Without the pyramid (MAE on HiViT) the decoder reads the stage-3 tokens alone.
+        fpn_dim = encoder.pyramid.fpn_dim if encoder.pyramid is not None else encoder.embed_dim
+        self.decoder = PixelDecoder(fpn_dim, decoder_dim, decoder_depth, decoder_heads, in_chans=encoder.in_chans,
+                                    level_sizes=LEVEL_SIZES if encoder.pyramid is not None else (1,))
         dims = (encoder.embed_dim, encoder.embed_dim // 2, encoder.embed_dim // 4)
         head_in = decoder_dim if mfm_targets == "masked" else fpn_dim
         self.stage_heads = StageFeatureHeads(head_in, dims, mfm_targets) if mfm == "stages" else None
@@ -259,7 +274,8 @@ class IntegralPretrainModel(nn.Module):
         """``images`` in [0, 1]; returns ``loss`` (what is minimised), ``mim`` and one ``mfm_*`` per term."""
         normalized = normalize(images, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
         out = self.encoder.forward_backbone(normalized, mask.ids_keep)
-        levels = self.encoder.pyramid(out.stage1, out.stage2, out.tokens)
+        levels = self.encoder.pyramid(out.stage1, out.stage2, out.tokens, out.layout) \
+            if self.encoder.pyramid is not None else [out.tokens[:, :, None, None, :]]
         prediction, decoded = self.decoder(levels, mask, out.grid)
         losses = {"mim": self.pixel_loss(prediction, normalized, mask)}
         if self.mfm != "none":
@@ -374,7 +390,7 @@ class ClipDistillModel(nn.Module):
             x = encoder._run(block, x, bias)
             if index == self.aux_index:
                 hidden = x
-        levels = encoder.pyramid(stage1, stage2, x)
+        levels = encoder.pyramid(stage1, stage2, x, UnitLayout(grid))
         for block in self.cls_pt_layers:
             hidden = encoder._run(block, hidden, block.attn.position_bias(grid))
         return self.norm(merge_levels(self.decoder_embed, levels)), self.norm_cls(hidden)
