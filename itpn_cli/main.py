@@ -87,8 +87,13 @@ def _run_flow_live(flow_name: str, stages: list[str], params_file: str) -> None:
     """Run a flow while a table shows each stage's state; exit 1 with the error if it fails."""
     _offline()
     from flows import pipeline
+    from flows.resources import reset_slots
 
     flow = getattr(pipeline, flow_name)
+    # slots a killed earlier run left taken on this temporary server (a real server frees them itself)
+    freed = [] if os.environ.get("PREFECT_API_URL") else reset_slots()
+    if freed:
+        console.print(f"freed the training slots an interrupted run left taken ({', '.join(freed)})")
     started = time.time()
     error: list[BaseException] = []
 

@@ -42,7 +42,7 @@ def dvc_repo(tmp_path) -> Path:
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     (repo / ".dvc").mkdir()
     shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
-    for folder in ("itpn", "flows"):
+    for folder in ("itpn", "flows", "configs"):
         shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     write_params(repo, pretrain={"lr": 1.0e-3}, finetune={"classification": CLASSIFICATION})
     git(repo, "init", "-q")
