@@ -114,6 +114,7 @@ def test_our_numbers_come_from_each_row_s_final_metrics():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ten stages (4 pre-trainings, 5 fine-tunes) in subprocesses: minutes on 2 free cores
 def test_reproduce_table9_demo_lands_every_row_and_the_paper_s_order(tmp_path, store_url):
     """``itpn reproduce table9 --scale demo`` on generated data: five rows in the store, and fine-tuning
     accuracy none < MIM < MIM + MFM (the order of the paper's Table 9 and section 3.3)."""
