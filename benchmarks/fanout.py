@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ITPN_STORE_URL", f"sqlite:///{root / 'results.db'}")
 
     from flows import pipeline
+    from flows.resources import reset_slots
     from services.store import open_reader
 
+    reset_slots()  # this run's temporary Prefect server: nothing else holds a training slot
     rows = []
     for bound in args.bounds:
         params = bound_params(Path(args.params).resolve(), root, bound)

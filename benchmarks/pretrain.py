@@ -3,11 +3,11 @@
     python benchmarks/pretrain.py --device cuda --dtype bf16     # Fast-iTPN-B, 224², mask 75%, EMA-teacher MFM
     python benchmarks/pretrain.py --small                        # CPU smoke run, well under a minute
 
-An update is what ``itpn.pretrain.Trainer`` does per step: masks, EMA-teacher forward on the masked
+An update is what ``itpn.pretrain.Trainer`` does per step: masks, EMA-teacher forward on the visible
 units, student forward (backbone + pyramid on visible units, decoder on all units), backward, AdamW
 step and EMA update. FLOPs are counted by ``torch.utils.flop_counter`` over one forward+backward
 (so only the work actually done: visible tokens in the encoder, all tokens in the decoder, the
-teacher's forward on the masked tokens); MFU divides the achieved TFLOP/s by the matmul ceiling of the same precision,
+teacher's forward); MFU divides the achieved TFLOP/s by the matmul ceiling of the same precision,
 measured in the same run on the same device. Data loading is excluded (images are synthetic, already on the device).
 """
 from __future__ import annotations

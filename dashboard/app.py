@@ -12,9 +12,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from dashboard.paper_points import paper_points
 from dashboard.sweeps import select_from_query, sweep_section
 from services import settings
-from dashboard.paper_points import paper_points
 from services.store import (
     BASELINE,
     MAIN_METRICS,

@@ -65,6 +65,9 @@ class BenchmarkParams(Strict):
     warmup: int = 2
     iterations: int = 5
     rounds: int = 2
+    pyramid: bool = Field(True, description="time the dense-prediction model (backbone + pyramid, as Fig. 5); "
+                                            "false: the backbone the classifier runs")
+    clock: str = Field("wall", description="wall, or process: CPU seconds on one thread, for a shared CPU")
 
 
 class PipelineParams(Strict):

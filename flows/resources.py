@@ -83,6 +83,30 @@ def ensure_limit(name: str, slots: int, force: bool = False) -> int:
     return run_coro_as_sync(_ensure_limit(name, slots, force))
 
 
+async def _reset_slots(names: list[str]) -> list[str]:
+    reset = []
+    async with get_client() as client:
+        for name in names:
+            try:
+                limit = await client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                continue
+            if limit.active_slots:
+                await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+                reset.append(name)
+    return reset
+
+
+def reset_slots() -> list[str]:
+    """Free every slot of the training limits; returns the limits that had some taken.
+
+    Only for Prefect's temporary server (``itpn run``), where no other flow run can hold one: a run
+    killed mid-stage leaves its slot taken in the database, and the temporary server that granted
+    its lease is gone with it, so nothing would free it. A real server frees a dead run's slots
+    itself when their lease (300 s, renewed while the stage runs) expires."""
+    return run_coro_as_sync(_reset_slots([CPU_LIMIT, gpu_limit_name()]))
+
+
 @contextmanager
 def device_lease(count: int, total: int, lock_dir: Path, poll_s: float = 2.0) -> Iterator[list[int]]:
     """Hold ``count`` of this node's ``total`` device ids (waiting until that many are free)."""

@@ -175,10 +175,11 @@ def finetune_classification(params: PipelineParams, out: Path) -> StageResult:
     ``eval_variants`` acceleration variant (accuracy and speed-up from one model)."""
     from itpn.finetune import run_classification
 
+    own = params.finetune.get("classification", {})
     section = {"model": params.experiment.model, "model_kwargs": params.experiment.model_kwargs,
-               "device": params.experiment.device, **params.finetune.get("classification", {}),
+               "device": params.experiment.device, **own,
                "data_url": params.data_url("imagenet"), "output_url": str(out / "run"),
-               "pretrained": pretrain_export(params)}
+               "pretrained": initial_weights(params, own)}
     outcome = run_classification(section)
     return StageResult("finetune_classification", key="", outputs={"model": outcome.export_url},
                        metrics=outcome.metrics,
@@ -191,7 +192,7 @@ OPENMMLAB_TASKS = {  # stage task -> (metric task name, data set kind, runner)
     "segmentation": ("segmentation", "ade20k", "run_segmentation"),
     "rotated": ("rotated_detection", "dota", "run_rotated"),
 }
-OPENMMLAB_KEYS = {"config", "cfg_options", "variant", "eval_variants"}
+OPENMMLAB_KEYS = {"config", "cfg_options", "variant", "eval_variants", "pretrained"}
 
 
 def finetune_openmmlab(task: str) -> Callable[[PipelineParams, Path], StageResult]:
@@ -215,7 +216,7 @@ def finetune_openmmlab(task: str) -> Callable[[PipelineParams, Path], StageResul
             options["launcher"] = "pytorch"  # under torchrun: mmengine joins its process group
         runner = getattr(itpn.mmlab, runner_name)
         work_dir = str(out / "run")
-        rows = runner(config, data_root=params.data_url(data_kind), checkpoint=pretrain_export(params),
+        rows = runner(config, data_root=params.data_url(data_kind), checkpoint=initial_weights(params, section),
                       work_dir=work_dir, output_url=work_dir, cfg_options=options,
                       variant=section.get("variant"))
         trained = sorted((out / "run").glob("iter_*.pth"), key=lambda path: int(path.stem.split("_")[1]))
@@ -231,6 +232,14 @@ def finetune_openmmlab(task: str) -> Callable[[PipelineParams, Path], StageResul
                                     "dataset": data_kind}])
 
     return run
+
+
+def initial_weights(params: PipelineParams, section: dict[str, Any]) -> str | None:
+    """The weights a fine-tune starts from: its section's own ``pretrained`` when given (a URL, or null for
+    random weights: the no-pre-training baseline of ``itpn reproduce``), else the pretrain stage's export."""
+    if "pretrained" in section:
+        return section["pretrained"]
+    return pretrain_export(params)
 
 
 def pretrain_export(params: PipelineParams) -> str:
@@ -252,7 +261,8 @@ def benchmark_acceleration(params: PipelineParams, out: Path) -> StageResult:
         rows += benchmark_variants(params.experiment.model, resolution, bench.variants or list(VARIANTS),
                                    batch_size=bench.batch_size, device=params.experiment.device, dtype=bench.dtype,
                                    model_kwargs=params.experiment.model_kwargs, window_size=bench.window_size,
-                                   warmup=bench.warmup, iterations=bench.iterations, rounds=bench.rounds)
+                                   warmup=bench.warmup, iterations=bench.iterations, rounds=bench.rounds,
+                                   pyramid=bench.pyramid, clock=bench.clock)
     return StageResult("benchmark_acceleration", key="", benchmarks=[asdict(row) for row in rows])
 
 

@@ -87,8 +87,13 @@ def _run_flow_live(flow_name: str, stages: list[str], params_file: str) -> None:
     """Run a flow while a table shows each stage's state; exit 1 with the error if it fails."""
     _offline()
     from flows import pipeline
+    from flows.resources import reset_slots
 
     flow = getattr(pipeline, flow_name)
+    # slots a killed earlier run left taken on this temporary server (a real server frees them itself)
+    freed = [] if os.environ.get("PREFECT_API_URL") else reset_slots()
+    if freed:
+        console.print(f"freed the training slots an interrupted run left taken ({', '.join(freed)})")
     started = time.time()
     error: list[BaseException] = []
 
@@ -192,6 +197,50 @@ def finetune(task: str = typer.Argument(..., help="classification | detection | 
 def bench(params: str = PARAMS_OPTION) -> None:
     """Benchmark every acceleration variant and record the rows."""
     _run_flow_live("benchmark_acceleration", ["benchmark_acceleration"], params)
+
+
+@app.command()
+def reproduce(table: str = typer.Argument(..., help="table7 | table8 | table9 | figure5"),
+              scale: str = typer.Option("demo", "--scale", help="demo | small | paper (configs/reproduce/<scale>.yaml)"),
+              data_root: Optional[str] = typer.Option(None, "--data-root", help="URL of the real data sets in "
+                                                      "their standard layouts (default: generated data)"),
+              output_dir: Optional[str] = typer.Option(None, "--output-dir", help="where the grid's runs go")) -> None:
+    """Run the pre-training x fine-tuning grid one of the paper's tables needs, record every run in the
+    store under `reproduce-<table>-<scale>`, and print our table beside the paper's numbers."""
+    from flows.reproduce import SCALES, TABLES
+
+    if table not in TABLES:
+        raise typer.BadParameter(f"unknown table {table!r}; the tables are {', '.join(TABLES)}")
+    if scale not in SCALES:
+        raise typer.BadParameter(f"unknown scale {scale!r}; the scales are {', '.join(SCALES)}")
+    _offline()
+    from flows.reproduce import reproduce as reproduce_flow
+
+    started = time.time()
+    try:
+        reproduce_flow(table=table, scale=scale, data_root=data_root, output_dir=output_dir)
+    except Exception as error:
+        console.print(f"[red]reproduce {table} failed:[/red] {error}")
+        raise typer.Exit(1)
+    console.print(f"{table} at scale {scale} finished in {time.time() - started:.0f} s")
+    print_reproduced_table(table, scale)
+
+
+def print_reproduced_table(table: str, scale: str) -> None:
+    """Our numbers beside the paper's, read back from the results store."""
+    from services.paper_tables import load_paper_tables, reproduced_table
+    from services.store import open_reader
+
+    spec = load_paper_tables()[table]
+    with open_reader() as reader:
+        frame = reproduced_table(reader, table, scale)
+    view = Table(title=f"{spec.title} - ours ({scale} scale) beside the paper")
+    for column in frame.columns:
+        view.add_column(column, justify="left" if column in ("row", "paper row") else "right")
+    for line in frame.itertuples(index=False):
+        view.add_row(*[Text(value if isinstance(value, str) else "-" if value != value else f"{value:.4g}")
+                       for value in line])
+    console.print(view)
 
 
 @app.command()

@@ -74,27 +74,32 @@ def flop_table(model_name: str, sizes: Sequence[tuple[int, int]], variants: Sequ
 def benchmark_variants(model_name: str, resolution: int, variants: Sequence[str], *, batch_size: int = 8,
                        device: str = "cpu", dtype: str = "fp32", model_kwargs: Optional[dict[str, Any]] = None,
                        label: Optional[str] = None, window_size: Optional[int] = None, warmup: int = 5,
-                       iterations: int = 20, rounds: int = 3, progress: Optional[Progress] = None) -> list[Row]:
-    """Time and count ``baseline`` plus ``variants`` on ``model_name`` (built with ``model_kwargs``) at
-    ``resolution``²: throughput at ``batch_size`` in interleaved rounds (the best round counts),
-    latency at batch 1, GFLOPs per image."""
+                       iterations: int = 20, rounds: int = 3, pyramid: bool = True, clock: str = "wall",
+                       progress: Optional[Progress] = None) -> list[Row]:
+    """Time and count ``baseline`` plus ``variants`` on ``model_name`` (built with ``model_kwargs``;
+    with its feature pyramid unless ``pyramid`` is False) at ``resolution``²: throughput at
+    ``batch_size`` in interleaved rounds (every variant once per round; each variant's best round
+    counts), latency at batch 1 (from the same calls when ``batch_size`` is 1), GFLOPs per image.
+    ``clock``: ``wall`` or ``process`` (CPU seconds on one thread, for a CPU shared with other work;
+    see ``measure_throughput``)."""
     variants = ["baseline"] + [name for name in variants if name != "baseline"]
     for name in variants:
         get_variant(name)  # an unknown name stops here, listing the valid ones
     device_type = torch.device(device)
     dtype_ = resolve_dtype(dtype)
     with torch.device(device_type):
-        model = create_model(model_name, pyramid=True, img_size=resolution, **(model_kwargs or {})).eval()
+        kwargs = {**({} if pyramid else {"num_classes": 0}), **(model_kwargs or {})}
+        model = create_model(model_name, pyramid=pyramid, img_size=resolution, **kwargs).eval()
     label = label or model_name
     batch = torch.randn(batch_size, 3, resolution, resolution, device=device_type)
-    single = torch.randn(1, 3, resolution, resolution, device=device_type)
+    single = batch[:1]
     task = progress.add_task(f"{label} {resolution}px", total=len(variants) * (rounds + 1)) if progress else None
 
     throughput: dict[str, Throughput] = {}
     for round_index in range(rounds):
         for name in variants:
             set_acceleration(model, variant_config(name, window_size))
-            result = measure_throughput(model, batch, dtype=dtype_, warmup=warmup, iters=iterations)
+            result = measure_throughput(model, batch, dtype=dtype_, warmup=warmup, iters=iterations, clock=clock)
             if round_index == 0 or result.images_per_s > throughput[name].images_per_s:
                 throughput[name] = result
             if progress:
@@ -102,13 +107,13 @@ def benchmark_variants(model_name: str, resolution: int, variants: Sequence[str]
     rows = []
     for name in variants:
         set_acceleration(model, variant_config(name, window_size))
+        latency = throughput[name].latency_ms if batch_size == 1 else measure_latency(
+            model, single, dtype=dtype_, warmup=warmup, iters=iterations, clock=clock)
         rows.append(Row(
             model=label, variant=name, resolution=resolution, batch_size=batch_size,
             images_per_s=throughput[name].images_per_s, device=device_name(device_type),
-            dtype=str(dtype_).removeprefix("torch."),
-            latency_ms=measure_latency(model, single, dtype=dtype_, warmup=warmup, iters=iterations),
-            memory_mb=throughput[name].peak_memory_mb,
-            gflops=count_gflops(model, single, dtype=dtype_),
+            dtype=str(dtype_).removeprefix("torch."), latency_ms=latency,
+            memory_mb=throughput[name].peak_memory_mb, gflops=count_gflops(model, single, dtype=dtype_),
         ))
         if progress:
             progress.advance(task)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils import flop_counter
 
+CLOCKS = ("wall", "process")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 
@@ -83,38 +84,60 @@ def inference_context(device: torch.device | str, dtype: torch.dtype = torch.flo
         yield
 
 
-def _repeat(run: Callable[[], Any], device: torch.device, warmup: int, iters: int, min_seconds: float
-            ) -> tuple[list[float], Optional[float]]:
-    """Seconds of each timed call of ``run`` and the peak CUDA memory (MiB) over them."""
-    for _ in range(warmup):
-        run()
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    times: list[float] = []
-    while len(times) < iters or sum(times) < min_seconds:
-        synchronize(device)
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+@contextmanager
+def _clock(clock: str, device: torch.device) -> Iterator[Callable[[], float]]:
+    """The timer of ``clock``: ``wall`` (elapsed seconds) or ``process`` (CPU seconds this process
+    spends, on one thread while timing: what the work costs, whatever else shares the CPU)."""
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r}; use one of {', '.join(CLOCKS)}")
+    if clock == "wall":
+        yield time.perf_counter
+        return
+    if device.type != "cpu":
+        raise ValueError(f"clock='process' times CPU work; {device.type} work needs clock='wall'")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield time.process_time
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _repeat(run: Callable[[], Any], device: torch.device, warmup: int, iters: int, min_seconds: float,
+            clock: str = "wall") -> tuple[list[float], Optional[float]]:
+    """Seconds of each timed call of ``run`` (by ``clock``) and the peak CUDA memory (MiB) over them."""
+    with _clock(clock, device) as now:
+        for _ in range(warmup):
+            run()
+        if device.type == "cuda":
+            synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        times: list[float] = []
+        while len(times) < iters or sum(times) < min_seconds:
+            synchronize(device)
+            start = now()
+            run()
+            synchronize(device)
+            times.append(now() - start)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return times, peak
 
 
 def measure_throughput(model: nn.Module, inputs: torch.Tensor, *, dtype: torch.dtype = torch.float32,
-                       warmup: int = 3, iters: int = 10, min_seconds: float = 0.0) -> Throughput:
+                       warmup: int = 3, iters: int = 10, min_seconds: float = 0.0, clock: str = "wall") -> Throughput:
     """Forward passes of ``model(inputs)``: ``warmup`` untimed calls, then at least ``iters`` timed
-    ones (more until ``min_seconds`` have passed)."""
+    ones (more until ``min_seconds`` have passed). ``clock="process"`` counts the CPU seconds of
+    this process on one thread instead of elapsed seconds (CPU only): on a CPU shared with other
+    work, elapsed time mostly measures the others."""
     with inference_context(inputs.device, dtype):
-        times, peak = _repeat(lambda: model(inputs), inputs.device, warmup, iters, min_seconds)
+        times, peak = _repeat(lambda: model(inputs), inputs.device, warmup, iters, min_seconds, clock)
     return Throughput(inputs.shape[0] * len(times) / sum(times), 1000.0 * statistics.median(times), peak)
 
 
 def measure_latency(model: nn.Module, inputs: torch.Tensor, *, dtype: torch.dtype = torch.float32,
-                    warmup: int = 3, iters: int = 10) -> float:
+                    warmup: int = 3, iters: int = 10, clock: str = "wall") -> float:
     """Median milliseconds of one ``model(inputs)`` call (pass a batch of one for latency)."""
-    return measure_throughput(model, inputs, dtype=dtype, warmup=warmup, iters=iters).latency_ms
+    return measure_throughput(model, inputs, dtype=dtype, warmup=warmup, iters=iters, clock=clock).latency_ms
 
 
 def measure_training_step(model: nn.Module, inputs: torch.Tensor, loss_fn: Callable[[Any], torch.Tensor],

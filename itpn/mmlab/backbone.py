@@ -34,7 +34,9 @@ class ITPNBackbone(BaseModule):
     """``timm.create_model(model_name, pyramid=True, ...)`` returning a tuple of NCHW maps, finest first.
 
     ``checkpoint`` (a pre-training export or released checkpoint) is loaded by ``init_weights``,
-    strictly: every backbone and pyramid weight must be in it. ``acceleration`` names a variant of
+    strictly: every backbone and pyramid weight must be in it. ``load_pyramid=False`` loads the backbone
+    alone and starts the pyramid from scratch (the paper's Table 8 "loaded ✗" column, and the only way
+    to use an export pre-trained without the pyramid). ``acceleration`` names a variant of
     ``itpn.models.acceleration`` (``baseline``, ``migration_30``, ``window_gathering_hrpe`` ...).
     """
 
@@ -49,6 +51,7 @@ class ITPNBackbone(BaseModule):
         drop_path_rate: float = 0.1,
         acceleration: str = "baseline",
         checkpoint: Optional[str] = None,
+        load_pyramid: bool = True,
         grad_checkpointing: bool = False,
         model_kwargs: Optional[dict[str, Any]] = None,
         init_cfg: Optional[dict[str, Any]] = None,
@@ -70,6 +73,7 @@ class ITPNBackbone(BaseModule):
         self.acceleration = acceleration
         self.out = out
         self.checkpoint = checkpoint
+        self.load_pyramid = load_pyramid
         self.load_report: Optional[LoadReport] = None
 
     @property
@@ -83,7 +87,8 @@ class ITPNBackbone(BaseModule):
     def init_weights(self) -> None:
         super().init_weights()
         if self.checkpoint:
-            self.load_report = load_checkpoint(self.model, self.checkpoint)
+            self.load_report = load_checkpoint(self.model, self.checkpoint,
+                                               skip=() if self.load_pyramid else ("pyramid.",))
             log.info("ITPNBackbone initialised from %s", self.load_report.summary())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -91,7 +96,7 @@ class ITPNBackbone(BaseModule):
             maps = self.model.forward_features(images)
             return tuple(maps[name] for name in sorted(maps, key=lambda key: int(key[1:])))
         out = self.model.forward_backbone(images)
-        levels = self.model.pyramid(out.stage1, out.stage2, out.tokens)
+        levels = self.model.pyramid(out.stage1, out.stage2, out.tokens, out.layout)
         pyramid = FeaturePyramid.to_maps(levels, out.grid)
         backbone = {"s4": units_to_map(out.stage1, out.grid), "s8": units_to_map(out.stage2, out.grid),
                     "s16": units_to_map(out.tokens[:, :, None, None, :], out.grid)}

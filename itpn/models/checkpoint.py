@@ -290,7 +290,8 @@ def _mismatch_hint(key: str, source: torch.Size, target: torch.Size) -> str:
 
 
 def load_checkpoint(model: nn.Module, path_or_url: str, strict: bool = True,
-                    allow_missing: Iterable[str] = (), source_grid: str | Iterable[int] | None = None) -> LoadReport:
+                    allow_missing: Iterable[str] = (), source_grid: str | Iterable[int] | None = None,
+                    skip: Iterable[str] = ()) -> LoadReport:
     """Load released or exported weights into ``model`` and report what happened to every key.
 
     Pre-training-only keys (mask token, decoders, distillation heads) are dropped and listed; a
@@ -304,17 +305,19 @@ def load_checkpoint(model: nn.Module, path_or_url: str, strict: bool = True,
     naming the keys and shapes. Model keys the checkpoint lacks are an error under ``strict``
     unless they start with one of ``allow_missing`` (e.g. ``("pyramid.",)`` to start a pyramid from
     scratch), belong to the classifier, or start as a no-op (relative position tables, zero-initialised).
+    Keys starting with one of ``skip`` are not loaded at all (``("pyramid.",)``: the pre-trained pyramid
+    left out, as the paper's Table 8 "loaded ✗" column), and the model's own start from initialisation.
     """
     state_dict = read_state_dict(path_or_url)
     if source_grid is None and str(path_or_url).endswith(".safetensors"):
         source_grid = read_safetensors_metadata(path_or_url).get(GRID_KEY)
     return load_state_dict_checked(model, state_dict, str(path_or_url), strict=strict, allow_missing=allow_missing,
-                                   source_grid=source_grid)
+                                   source_grid=source_grid, skip=skip)
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, strict: bool = True,
-                            allow_missing: Iterable[str] = (), source_grid: str | Iterable[int] | None = None
-                            ) -> LoadReport:
+                            allow_missing: Iterable[str] = (), source_grid: str | Iterable[int] | None = None,
+                            skip: Iterable[str] = ()) -> LoadReport:
     """:func:`load_checkpoint` on a state dict already read (``source`` names it in messages)."""
     grid = parse_grid(source_grid) if source_grid is not None else None
     if is_official_layout(state_dict):
@@ -324,8 +327,11 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
     has_pyramid = getattr(model, "pyramid", None) is not None
     to_load: dict[str, torch.Tensor] = {}
     unexpected, mismatched = [], []
+    skipped = tuple(skip)
     for key, value in state_dict.items():
-        if key.endswith("relative_position_index"):
+        if skipped and key.startswith(skipped):
+            report.dropped[key] = "left out on request (skip)"
+        elif key.endswith("relative_position_index"):
             report.dropped[key] = "derived buffer, recomputed for every grid"
         elif PRETRAIN_ONLY.match(key):
             report.dropped[key] = "pre-training only"
@@ -353,7 +359,7 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
                 mismatched.append(key)
         else:
             to_load[key] = value
-    allowed = tuple(allow_missing)
+    allowed = tuple(allow_missing) + skipped
     missing = [k for k in target if k not in to_load]
     not_allowed = [k for k in missing if k not in mismatched
                    and not (CLASSIFIER.match(k) or NEUTRAL_WHEN_NEW.search(k) or k.startswith(allowed))]
@@ -373,7 +379,8 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
         if any(".ls1.gamma" in k for k in not_allowed):
             hint = " (the checkpoint has no LayerScale gamma_1/gamma_2: build the model with init_values=0)"
         elif any(k.startswith("pyramid.") for k in not_allowed):
-            hint = " (the checkpoint has no feature pyramid: pass allow_missing=('pyramid.',) to start it from scratch)"
+            hint = (" (the checkpoint has no feature pyramid: pass allow_missing=('pyramid.',) to start it from "
+                    "scratch; ITPNBackbone: load_pyramid=False)")
         problems.append(f"model keys missing from the checkpoint: {_abbreviate(not_allowed, 10)}{hint}")
     if problems:
         raise CheckpointMismatchError(

@@ -9,6 +9,7 @@ checkpoint loader reshapes the convolution kernels), which avoids layout round t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -44,6 +45,31 @@ def gather_units(units: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
     return torch.gather(units, 1, index.expand(-1, -1, *units.shape[2:]))
 
 
+@dataclass(frozen=True)
+class UnitLayout:
+    """Where the units of a ``(B, L, s, s, C)`` tensor sit: the unit ``grid`` (rows, columns) of the
+    whole image and, for a masked image, the visible units ``ids_keep`` (B, L_keep) (None: all units)."""
+
+    grid: tuple[int, int]
+    ids_keep: Optional[torch.Tensor] = None
+
+
+def units_to_full_map(units: torch.Tensor, layout: UnitLayout) -> torch.Tensor:
+    """Units -> ``(B, C, Hp*s, Wp*s)`` map of the whole grid; masked units (not in ``ids_keep``) are zeros."""
+    if layout.ids_keep is not None:
+        batch, _, size, _, channels = units.shape
+        full = units.new_zeros(batch, layout.grid[0] * layout.grid[1], size, size, channels)
+        index = layout.ids_keep.reshape(*layout.ids_keep.shape, 1, 1, 1).expand(-1, -1, size, size, channels)
+        units = full.scatter(1, index, units)
+    return units_to_map(units, layout.grid)
+
+
+def full_map_to_units(feature_map: torch.Tensor, size: int, layout: UnitLayout) -> torch.Tensor:
+    """Inverse of ``units_to_full_map``: the units of ``layout`` (the visible ones of a masked image)."""
+    units = map_to_units(feature_map, size)
+    return units if layout.ids_keep is None else gather_units(units, layout.ids_keep)
+
+
 class PatchEmbed(nn.Module):
     """4x4/4 convolution to ``dim`` channels, returned as 16x16-pixel units of 4x4 sub-tokens."""
 
@@ -60,20 +86,55 @@ class PatchEmbed(nn.Module):
         return self.norm(map_to_units(self.proj(x), self.inner_patches))
 
 
+class ConvMixMlp(nn.Module):
+    """An MLP whose hidden features are mixed across neighbouring sub-tokens by a 3x3 depthwise
+    convolution (fc1 -> DWConv3x3 -> GELU [-> sub-LN] -> fc2), run on the whole unit map with masked
+    units as zeros (masked convolution, as ConvMAE does, so nothing is read from a hidden unit).
+
+    The convolutional stand-in for C-MLP of the paper's Table 9 (rows marked *: "convolution is used
+    (instead of C-MLP) in the backbone and feature pyramid"). The paper names no kernel or placement;
+    the 3x3 depthwise convolution after fc1 (PVTv2's ConvFFN) is our choice: it differs from C-MLP only
+    in mixing neighbouring positions, which crosses 16x16 unit borders (section 3.4: C-MLP avoids that).
+    """
+
+    def __init__(self, dim: int, hidden: int, norm_layer: Optional[type[nn.Module]] = None):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, kernel_size=3, padding=1, groups=hidden)
+        self.act = nn.GELU()
+        self.norm = norm_layer(hidden) if norm_layer is not None else nn.Identity()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor, layout: UnitLayout) -> torch.Tensor:
+        """``x`` units ``(B, L, s, s, C)`` placed by ``layout`` -> the same shape."""
+        hidden = self.fc1(x)
+        mixed = self.dwconv(units_to_full_map(hidden, layout))
+        hidden = full_map_to_units(mixed, x.shape[2], layout)
+        return self.fc2(self.norm(self.act(hidden)))
+
+
 class MlpBlock(nn.Module):
     """``x + DropPath(MLP(LN(x)))``: the channel-only block of the MLP stages and the pyramid.
 
-    ``sub_ln`` adds the LayerNorm on the hidden features that Fast-iTPN's ConvMLP uses.
+    ``sub_ln`` adds the LayerNorm on the hidden features that Fast-iTPN's ConvMLP uses. ``conv``
+    swaps the channel MLP for ``ConvMixMlp`` (Table 9's convolutional ablation); its forward then
+    needs the ``UnitLayout`` of ``x``.
     """
 
     def __init__(self, dim: int, mlp_ratio: float, norm_layer: type[nn.Module], drop_path: float = 0.0,
-                 sub_ln: bool = False):
+                 sub_ln: bool = False, conv: bool = False):
         super().__init__()
         self.norm = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), norm_layer=norm_layer if sub_ln else None)
+        hidden, sub_norm = int(dim * mlp_ratio), norm_layer if sub_ln else None
+        self.mlp = ConvMixMlp(dim, hidden, sub_norm) if conv else Mlp(dim, hidden, norm_layer=sub_norm)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: Optional[UnitLayout] = None) -> torch.Tensor:
+        if isinstance(self.mlp, ConvMixMlp):
+            if layout is None:
+                raise ValueError("a convolutional block (cmlp=False) needs the UnitLayout of its input: where the "
+                                 "units sit on the image's grid")
+            return x + self.drop_path(self.mlp(self.norm(x), layout))
         return x + self.drop_path(self.mlp(self.norm(x)))
 
 

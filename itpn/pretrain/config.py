@@ -86,8 +86,8 @@ class PretrainConfig(DataclassConfig):
     ``teacher`` picks the objective:
 
     * ``ema``: pixel MIM through the pyramid + multi-stage MFM against the moving-averaged backbone
-      (paper sections 3.3-3.4); ``mfm_targets`` says where (``masked`` units, the default, or the
-      student's own ``visible`` units, the variant measured trivial: see ``objective``).
+      (paper sections 3.3-3.4); ``mfm_targets`` says where (the student's own ``visible`` units, the
+      default, or the ``masked`` units; measured side by side in ``benchmarks/mfm_target.py``).
     * ``clip``: the released iTPN-CLIP method (``itpn_clip/modeling_pretrain.py``): no pixel decoder,
       the masked units replaced by a mask token at stage 3, CLIP features of ``clip_targets``
       regressed by the pyramid head and an auxiliary head (weight ``clip_aux_weight``).
@@ -102,10 +102,16 @@ class PretrainConfig(DataclassConfig):
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
     img_size: int = 224
     drop_path: float = 0.1
+    # False: HiViT pre-trained without the feature pyramid (MAE-style, pixel MIM only): the paper's
+    # "without integral pre-training" ablation (Table 8 first row, Figure 7's HiViT curve); the export
+    # then holds no pyramid. Table 9's convolutional ablation is a model argument: model_kwargs {cmlp: false}.
+    integral: bool = True
     # objective
     teacher: TeacherKind = "ema"
     ema_momentum: float = 0.996
-    mfm_targets: Literal["masked", "visible"] = "masked"  # EMA teacher: where the MFM targets are taken
+    # EMA teacher: where the MFM targets are taken (visible: the student's own units; masked: the hidden
+    # ones). Ours: visible measured better after fine-tuning (benchmarks/mfm_target.py, objective.py).
+    mfm_targets: Literal["masked", "visible"] = "visible"
     # open_clip config name or path to a model-config .json. OpenAI's CLIP weights were trained with
     # QuickGELU: open_clip's "-quickgelu" configs build it (the plain names build GELU).
     clip_model: str = "ViT-L-14-quickgelu"
@@ -165,6 +171,10 @@ class PretrainConfig(DataclassConfig):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.epochs is None and self.total_steps is None:
             raise ValueError("set epochs or total_steps")
+        if not self.integral and self.teacher != "none":
+            raise ValueError(f"integral=False pre-trains HiViT without the feature pyramid, so there are no pyramid "
+                             f"levels for MFM (teacher={self.teacher!r}): set teacher='none' (the paper's Table 8 "
+                             f"first row is pixel MIM alone)")
         if self.uses_clip and not self.clip_checkpoint:
             raise ValueError(f"teacher={self.teacher!r} needs clip_checkpoint, the local path of the open_clip weights")
 

@@ -82,7 +82,7 @@ class PretrainResult:
 
 # --- building -------------------------------------------------------------------------------
 def build_encoder(config: PretrainConfig) -> HiViT:
-    return timm.create_model(config.model, pyramid=True, img_size=config.img_size,
+    return timm.create_model(config.model, pyramid=config.integral, img_size=config.img_size,
                              drop_path_rate=config.drop_path, **config.model_kwargs)
 
 
@@ -363,7 +363,8 @@ class Trainer:
         if self.runtime.is_main:
             metadata = {"model": self.config.model, "model_kwargs": json.dumps(self.config.model_kwargs),
                         "img_size": str(self.config.img_size), "step": str(self.step),
-                        "teacher": self.config.teacher, **grid_metadata(self.objective.encoder)}
+                        "teacher": self.config.teacher, "integral": str(self.config.integral).lower(),
+                        **grid_metadata(self.objective.encoder)}
             save_safetensors(weights, url, metadata)
         return url
 

@@ -86,3 +86,20 @@ def test_training_step_updates_the_model_and_reports_speed():
 
 def test_matmul_ceiling_is_positive():
     assert matmul_peak_tflops("cpu", size=128, iters=2) > 0
+
+
+def test_process_clock_counts_this_process_cpu_seconds_on_one_thread():
+    threads = torch.get_num_threads()
+    seen = []
+
+    class _Spy(nn.Module):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return x @ x
+
+    result = measure_throughput(_Spy(), torch.randn(256, 256), warmup=1, iters=3, clock="process")
+    assert result.images_per_s > 0 and set(seen) == {1} and torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="unknown clock 'cpu'"):
+        measure_throughput(nn.Identity(), torch.randn(2, 2), clock="cpu")
+    with pytest.raises(ValueError, match="needs clock='wall'"):
+        measure_throughput(nn.Identity(), torch.randn(2, 2, device="meta"), clock="process")

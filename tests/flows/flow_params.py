@@ -5,7 +5,7 @@ import yaml
 
 TINY_PARAMS = {
     "experiment": {"name": "test", "model": "fast_itpn_tiny_patch16_224", "model_kwargs": {"depths": [1, 1, 1]},
-                   "device": "cpu", "output_dir": "outputs"},
+                   "device": "cpu", "gpus": 1, "output_dir": "outputs"},
     "data": {"root": "outputs/data", "generate": True,
              "sets": {"imagenet": {"seed": 0, "num_classes": 3, "train_per_class": 4, "val_per_class": 2,
                                    "image_size": 32}}},

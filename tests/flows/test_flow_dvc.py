@@ -42,7 +42,7 @@ def dvc_repo(tmp_path) -> Path:
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     (repo / ".dvc").mkdir()
     shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
-    for folder in ("itpn", "flows"):
+    for folder in ("itpn", "flows", "configs"):
         shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     write_params(repo, pretrain={"lr": 1.0e-3}, finetune={"classification": CLASSIFICATION})
     git(repo, "init", "-q")
@@ -76,7 +76,7 @@ def git(repo: Path, *arguments: str) -> str:
 
 def dvc(repo: Path, env: dict[str, str], *arguments: str) -> str:
     process = subprocess.run([str(BIN / "dvc"), *arguments], cwd=repo, env=env, capture_output=True, text=True,
-                             timeout=300)
+                             timeout=900)
     assert process.returncode == 0, f"dvc {' '.join(arguments)} failed:\n{process.stdout}\n{process.stderr}"
     return process.stdout
 

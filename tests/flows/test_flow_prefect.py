@@ -82,3 +82,20 @@ def test_a_failed_attempt_that_later_succeeds_is_one_completed_run(tiny_params, 
     assert list(history["status"]) == ["failed", "completed"]
     assert "exit 137" in history["error"].iloc[0]
     assert pretrain["started_at"].item().isoformat() == result.started_at
+
+
+def test_slots_left_taken_by_a_killed_run_are_freed_for_the_next_run():
+    """A demo killed mid-stage leaves its training slot taken in Prefect's database; the next `itpn run`
+    (on the temporary server) frees it instead of waiting forever."""
+    from prefect.concurrency.sync import concurrency
+
+    from flows.resources import CPU_LIMIT, ensure_limit, reset_slots
+
+    ensure_limit(CPU_LIMIT, 1, force=True)
+    with concurrency(CPU_LIMIT, occupy=1, strict=True):  # held; stands for the killed run's slot
+        with pytest.raises(TimeoutError):
+            with concurrency(CPU_LIMIT, occupy=1, strict=True, timeout_seconds=3):
+                pass
+        assert reset_slots() == [CPU_LIMIT]
+        with concurrency(CPU_LIMIT, occupy=1, strict=True, timeout_seconds=30):
+            pass  # the slot is free again

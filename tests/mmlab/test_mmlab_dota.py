@@ -60,8 +60,16 @@ def test_merged_metric_counts_missed_objects(dota_dir, split):
     assert metric.compute_metrics(partial)["mAP"] == pytest.approx(1.0 - 1.0 / found_classes)
 
 
-def test_label_with_an_unknown_class_names_the_file(tmp_path):
+def test_a_line_with_a_name_dota_lacks_is_dropped_alone(tmp_path):
     path = tmp_path / "P0001.txt"
-    path.write_text("0 0 10 0 10 10 0 10 spaceship 0\n")
-    with pytest.raises(UnknownClassError, match="P0001.txt"):
-        read_label_file(str(path), DOTA_CLASSES)
+    path.write_text("0 0 10 0 10 10 0 10 spaceship 0\n0 0 20 0 20 20 0 20 plane 1\n")
+    polygons, labels, difficulty = read_label_file(str(path), DOTA_CLASSES)
+    assert polygons.tolist() == [[0, 0, 20, 0, 20, 20, 0, 20]]
+    assert labels.tolist() == [DOTA_CLASSES.index("plane")] and difficulty.tolist() == [1]
+
+
+def test_a_dota_class_outside_the_datasets_classes_names_the_file(tmp_path):
+    path = tmp_path / "P0001.txt"
+    path.write_text("0 0 10 0 10 10 0 10 ship 0\n")
+    with pytest.raises(UnknownClassError, match="P0001.txt.*ship"):
+        read_label_file(str(path), ("plane", "harbor"))

@@ -105,8 +105,8 @@ def test_mfm_targets_are_the_teachers_features_at_the_masked_units(tiny_config, 
     import torch.nn.functional as F
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    objective = build_objective(tiny_config(tmp_path)).eval()  # mfm_targets="masked" by default
-    teacher = EMATeacher(objective.encoder)
+    objective = build_objective(tiny_config(tmp_path, mfm_targets="masked")).eval()
+    teacher = EMATeacher(objective.encoder, targets="masked")
     mask = MaskGenerator((2, 2), 0.5)(2, torch.Generator().manual_seed(4))
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     targets = teacher(images, mask)
