@@ -105,6 +105,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         console = Console(width=150)
     if args.flops_only:
         print(flop_table(FLOP_TABLE["model"], FLOP_TABLE["sizes"], FLOP_TABLE["variants"], label=FLOP_TABLE["label"]))
+        depth = 24  # Fast-iTPN-B's stage 3
+        for name in FLOP_TABLE["variants"]:
+            for height, width in FLOP_TABLE["sizes"]:
+                if get_variant(name).migration:
+                    grid = (height // 16, width // 16)
+                    print(f"{name} at {height}×{width}: {get_variant(name).describe_migration(grid, depth)}")
         return 0
     if args.window_size:
         console.print(f"windowed variants use windows of {args.window_size} tokens (overriding their default)")

@@ -9,6 +9,10 @@ stage 3, the pyramid and the heads stay as they are, because stage 3 returns the
 tokens that migrated out are replenished at their positions with the state they had when
 dropped (see ``token_migration``; ``token_gathering`` describes the window attention).
 
+Source: the paper (sections 4.1, 4.2 and 5.4, Figs. 3-5, Table 7). The released code
+(sunsmarterjie/iTPN, ``fast_itpn/``) has neither migration nor gathering: its author says the
+released Fast-iTPN "uses no acceleration operations" (issue #17), so nothing here follows code.
+
 Choices where the paper is silent (see also the two modules' docstrings):
 
 - Migration runs in the windows of the attention (the whole image under global attention), so

@@ -312,12 +312,12 @@ def load_checkpoint(model: nn.Module, path_or_url: str, strict: bool = True,
     if source_grid is None and str(path_or_url).endswith(".safetensors"):
         source_grid = read_safetensors_metadata(path_or_url).get(GRID_KEY)
     return load_state_dict_checked(model, state_dict, str(path_or_url), strict=strict, allow_missing=allow_missing,
-                                   source_grid=source_grid)
+                                   source_grid=source_grid, skip=skip)
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, strict: bool = True,
-                            allow_missing: Iterable[str] = (), source_grid: str | Iterable[int] | None = None
-                            ) -> LoadReport:
+                            allow_missing: Iterable[str] = (), source_grid: str | Iterable[int] | None = None,
+                            skip: Iterable[str] = ()) -> LoadReport:
     """:func:`load_checkpoint` on a state dict already read (``source`` names it in messages)."""
     grid = parse_grid(source_grid) if source_grid is not None else None
     if is_official_layout(state_dict):
