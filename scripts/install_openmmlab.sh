@@ -7,7 +7,7 @@
 # with mmrotate, where the 2024 OpenMMLab releases need a pinned old setuptools, a
 # weights-only workaround and two source patches to mmrotate 1.0.0rc1.
 #
-# mmcv publishes only a source distribution; its C++ ops take 10-17 minutes to compile on two
+# mmcv publishes only a source distribution; its C++ ops take about 15 minutes to compile on two
 # cores. The built wheel is cached under $ITPN_WHEEL_CACHE/torch-<torch version>/ because a
 # wheel built against one torch does not load beside another (pip's own wheel cache is not
 # keyed on torch, so it is bypassed). Re-running the script when the pinned versions are
@@ -76,7 +76,7 @@ mkdir -p "$cache_dir"
 shopt -s nullglob
 wheels=("$cache_dir"/onedl_mmcv-"$MMCV_VERSION"-"$python_tag"-*.whl)
 if (( ${#wheels[@]} == 0 )); then
-    log "building onedl-mmcv $MMCV_VERSION against torch $torch_version (CPU ops; 10-17 min on 2 cores)"
+    log "building onedl-mmcv $MMCV_VERSION against torch $torch_version (CPU ops, 78 source files: about 15 min on 2 cores)"
     build_dir="$(mktemp -d)"
     trap 'rm -rf "$build_dir"' EXIT
     "${pip[@]}" download --quiet --no-deps --no-binary :all: "onedl-mmcv==$MMCV_VERSION" --dest "$build_dir"
