@@ -50,14 +50,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         clip_aux_weight=1.0, mask_ratio=75 / 196, mask_mode="block", min_crop_scale=0.2,
         batch_size=32, epochs=300, warmup_epochs=5, lr=1.5e-3, min_lr=1e-5, weight_decay=0.05, betas=(0.9, 0.98),
         eps=1e-8, clip_grad=None),
-    # As itpn_clip_b16 with the CLIP-L/14 teacher (itpn_clip/README.md "iTPN-B using CLIP-L":
-    # --second_input_size 196, --teacher_dim 768; the width comes from the teacher here).
-    "itpn_clip_l14": dict(
-        model="itpn_base_patch16_224", model_kwargs={"fpn_depth": 1, "rpe": True}, img_size=224,
-        drop_path=0.1, teacher="clip", clip_model="ViT-L-14-quickgelu", mfm_loss="smooth_l1", clip_targets="all",
-        clip_aux_weight=1.0, mask_ratio=75 / 196, mask_mode="block", min_crop_scale=0.2,
-        batch_size=32, epochs=300, warmup_epochs=5, lr=1.5e-3, min_lr=1e-5, weight_decay=0.05, betas=(0.9, 0.98),
-        eps=1e-8, clip_grad=None),
     # Fast-iTPN-B as the paper pre-trains every Fast-iTPN: section 5.1, "we pre-train all the Fast-iTPN
     # series for 1600 epochs using CLIP-L as supervision and cosine similarity as loss function", and
     # otherwise "the most configurations above": 75% random masking, blr 1.5e-4 with a 4096 batch,
@@ -73,6 +65,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         batch_size=64, epochs=1600, warmup_epochs=40, blr=1.5e-4, lr=None, min_lr=1e-5, weight_decay=0.05,
         betas=(0.9, 0.98), eps=1e-8, clip_grad=None),
 }
+# As itpn_clip_b16 with the CLIP-L/14 teacher (itpn_clip/README.md "iTPN-B using CLIP-L":
+# --second_input_size 196, --teacher_dim 768; the width comes from the teacher here).
+RECIPES["itpn_clip_l14"] = {**RECIPES["itpn_clip_b16"], "clip_model": "ViT-L-14-quickgelu"}
 
 
 @dataclass
