@@ -20,7 +20,9 @@ from test_flow_deployment import BIN, REPO, log_tail, prefect_cli, prefect_env, 
 POOLS = ("itpn-cpu", "itpn-gpu")
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 TIMEOUT_S = 900
-CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 1, "warmup_epochs": 0, "num_workers": 0,
+# 150 epochs of 12 images: about 17 s of training alone, longer than two flow-run processes' start can
+# differ under load (8 s seen in CI with 1 epoch, 3 s long: they ran one after the other).
+CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 150, "warmup_epochs": 0, "num_workers": 0,
                   "model_ema": False, "mixup": 0.0, "cutmix": 0.0, "progress": False, "eval_variants": []}
 
 pytestmark = pytest.mark.slow
