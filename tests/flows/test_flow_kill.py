@@ -145,9 +145,6 @@ def test_finetune_classification_killed_between_checkpoints_resumes_to_the_unint
 
 
 @pytest.mark.openmmlab
-@pytest.mark.xfail(strict=True, reason="open: mmengine resumes at the last checkpoint (checked above the equality "
-                   "asserts) but not exactly: the resumed UPerNet ends with another aAcc (23.83 vs 23.33), as the "
-                   "random state of augmentation and decode-head dropout is not restored")
 def test_finetune_segmentation_killed_between_checkpoints_resumes_from_its_last_checkpoint(tmp_path):
     """UPerNet on ADE20K through mmengine: 4 iterations, checkpoints every 2, killed in the 3rd. The rerun
     starts at iteration 2 and ends with the uninterrupted run's weights and metrics."""
