@@ -105,7 +105,7 @@ class PretrainConfig(DataclassConfig):
     teacher: TeacherKind = "ema"
     ema_momentum: float = 0.996
     # EMA teacher: where the MFM targets are taken (visible: the student's own units; masked: the hidden
-    # ones). Ours: visible measured better after fine-tuning (benchmarks/mfm_target.py, objective.py).
+    # ones). visible is section 3.2's x ⊙ M; the two fine-tune alike at demo scale (objective.py).
     mfm_targets: Literal["masked", "visible"] = "visible"
     # open_clip config name or path to a model-config .json. OpenAI's CLIP weights were trained with
     # QuickGELU: open_clip's "-quickgelu" configs build it (the plain names build GELU).
