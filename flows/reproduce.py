@@ -217,6 +217,7 @@ def record_job(job: Job, table: str, scale: str, result: StageResult) -> list[in
     started, finished = result_times(params, job.stage, result)
     metrics, benchmarks = result_rows(result)
     run_ids = []
+    commit = git_commit()
     with open_writer() as writer:
         for row in job.rows or [""]:
             variant = next((spec.variant for spec in TABLES[table].rows if spec.name == row), "")
@@ -224,7 +225,7 @@ def record_job(job: Job, table: str, scale: str, result: StageResult) -> list[in
                 experiment, f"{experiment}:{row or 'shared'}:{job.stage}:{result.key}", started_at=started,
                 finished_at=finished, metrics=metrics, benchmarks=benchmarks,
                 artifacts={name: url for name, url in result.outputs.items() if url}, flow_name=job.stage,
-                git_commit=git_commit(), hardware=result.hardware,
+                git_commit=commit, hardware=result.hardware,
                 params={"reproduce": {"table": table, "scale": scale, "row": row, "variant": variant},
                         **params.model_dump()})
             run_ids.append(recorded["run_id"])

@@ -50,17 +50,17 @@ from .teachers import ClipTeacher, EMATeacher, check_clip_checkpoint
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
-# An lr above this many times the linear-scaled one (blr * global batch / 256) is warned about. Ours, from
-# issue 11 item 8: at 107x (lr 1e-3, batch 16) pixel MIM alone took the generated ImageNet's fine-tune from
-# 95.5 % (no pre-training) to 59.5 % top-1, and at 53x a real 10-class set from 43.7 % to 26.5 %; at 32x,
-# 21x and 11x (lr 3e-4, 2e-4, 1e-4) it fine-tuned to 94.0, 95.5 and 97.5 %.
-LR_WARN_RATIO = 50.0
 EXPORT_NAME = "backbone.safetensors"
 METRICS_NAME = "metrics.jsonl"
 CHECKPOINT_FORMAT = "itpn-pretrain/2"
 # Format 1 (before 2026-11-30) meant by teacher='clip' what is now 'clip_visible_distill', and took the
 # EMA teacher's MFM targets at the visible units.
 FORMAT_1_MEANING = {"teacher": {"clip": "clip_visible_distill"}, "mfm_targets": "visible"}
+# An lr above this many times the linear-scaled one (blr * global batch / 256) is warned about. Ours, from
+# issue 11 item 8: at 107x (lr 1e-3, batch 16) pixel MIM alone took the generated ImageNet's fine-tune from
+# 95.5 % (no pre-training) to 59.5 % top-1, and at 53x a real 10-class set from 43.7 % to 26.5 %; at 32x,
+# 21x and 11x (lr 3e-4, 2e-4, 1e-4) it fine-tuned to 94.0, 95.5 and 97.5 %.
+LR_WARN_RATIO = 50.0
 # Settings a resumed run may change: where and how it runs, not what it trains. Every other setting (the
 # model, the objective and its teacher, the optimiser, the schedule, the seed) must equal the checkpoint's;
 # the global batch is checked on its own (batch_size and accum_steps may trade against the process count).
