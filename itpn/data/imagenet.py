@@ -209,6 +209,8 @@ class ImageNetFolder(RobustDataset):
 
     ``transform`` gets a PIL RGB image (see :func:`build_classification_transform`). Samples listed in
     ``skip`` (default: the manifest's skipped list) are left out; unreadable ones are skipped at run time.
+    ``per_class``: keep only the first ``per_class`` images of each class in sorted file order (a fixed
+    labelled subset, the same for every run; a class with fewer keeps all it has). ``None``: all.
     """
 
     def __init__(
@@ -220,7 +222,10 @@ class ImageNetFolder(RobustDataset):
         classes: list[str] | None = None,
         skip: Iterable[str] | None = None,
         strict: bool = False,
+        per_class: int | None = None,
     ) -> None:
+        if per_class is not None and per_class < 1:
+            raise ValueError(f"per_class must be at least 1 (or None for every image), got {per_class}")
         super().__init__(url, strict=strict)
         self.split = split
         self.transform = transform
@@ -238,6 +243,14 @@ class ImageNetFolder(RobustDataset):
             if len(parts) != 2 or not _is_image(rel) or key in exclude or parts[0] not in self.class_to_idx:
                 continue
             self.samples.append((key, self.class_to_idx[parts[0]]))
+        if per_class is not None:
+            seen: dict[int, int] = {}
+            subset = []
+            for key, label in self.samples:
+                seen[label] = seen.get(label, 0) + 1
+                if seen[label] <= per_class:
+                    subset.append((key, label))
+            self.samples = subset
         self.targets = [label for _, label in self.samples]
 
     @staticmethod
@@ -280,7 +293,10 @@ class ImageNetTarShards(RobustDataset):
         *,
         skip: Iterable[str] | None = None,
         strict: bool = False,
+        per_class: int | None = None,
     ) -> None:
+        if per_class is not None and per_class < 1:
+            raise ValueError(f"per_class must be at least 1 (or None for every image), got {per_class}")
         super().__init__(url, strict=strict)
         self.split = split
         self.transform = transform

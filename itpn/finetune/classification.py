@@ -67,8 +67,11 @@ def build_datasets(config: ClassificationConfig) -> tuple[ImageNetFolder, ImageN
         True, config.img_size, auto_augment=config.auto_augment, re_prob=config.reprob,
         color_jitter=config.color_jitter)
     eval_transform = build_classification_transform(False, config.img_size, crop_pct=config.crop_pct)
-    train = ImageNetFolder(config.data_url, config.train_split, train_transform)
+    train = ImageNetFolder(config.data_url, config.train_split, train_transform, per_class=config.labels_per_class)
     val = ImageNetFolder(config.data_url, config.val_split, eval_transform, classes=train.classes)
+    if config.labels_per_class is not None:
+        log.info("fine-tuning on %d labelled images (at most %d per class) of %s/%s", len(train),
+                 config.labels_per_class, config.data_url, config.train_split)
     return train, val
 
 

@@ -49,6 +49,9 @@ class ClassificationConfig(DataclassConfig):
     dataset: str = "imagenet"  # the name metrics are recorded under
     train_split: str = "train"
     val_split: str = "val"
+    # fine-tune on the first N images of each class of train_split (sorted file order; the same subset for
+    # every run): the low-label protocol where pre-training, which needs no labels, pays (ours; None: all)
+    labels_per_class: Optional[int] = None
     img_size: Optional[int] = None
     crop_pct: Optional[float] = None  # evaluation centre crop (timm's default when None)
     num_workers: int = 8
@@ -98,6 +101,9 @@ class ClassificationConfig(DataclassConfig):
         for name in ("batch_size", "accum_steps", "epochs", "img_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.labels_per_class is not None and self.labels_per_class < 1:
+            raise ValueError(f"labels_per_class must be at least 1 (or None for the whole train split), got "
+                             f"{self.labels_per_class}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be 0 (epoch ends only) or a number of updates, got "
                              f"{self.checkpoint_every}")

@@ -36,10 +36,10 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
 
 class EMATeacher(nn.Module):
     """An exponential moving average of the student backbone: ``t <- m * t + (1 - m) * s`` after every
-    optimiser update (m = 0.996, paper section 3.4). Fed the student's visible units (``targets="visible"``)
-    or the masked ones (``"masked"``); ``objective`` discusses both readings of paper section 3.3."""
+    optimiser update (m = 0.996, paper section 3.4). Fed the masked units (``targets="masked"``) or the
+    student's visible ones (``"visible"``); ``objective`` discusses both readings of paper section 3.3."""
 
-    def __init__(self, student: HiViT, momentum: float = 0.996, targets: MfmTargets = "visible"):
+    def __init__(self, student: HiViT, momentum: float = 0.996, targets: MfmTargets = "masked"):
         super().__init__()
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"EMA momentum must be in [0, 1), got {momentum}")

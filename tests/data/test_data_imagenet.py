@@ -40,6 +40,21 @@ def test_folder_round_trip(url):
         assert wnids[label] == dataset.samples[0][0].split("/")[1]
 
 
+def test_per_class_keeps_the_same_first_images_of_every_class(url):
+    """The low-label fine-tune reads a fixed subset: the first N files of each class, whatever the order of
+    classes, with the labels of the whole set; a class with fewer images keeps all of them."""
+    D.generate_imagenet(url, seed=0, num_classes=3, train_per_class=12, val_per_class=1, image_size=32)
+    full = D.ImageNetFolder(url, "train")
+    subset = D.ImageNetFolder(url, "train", per_class=4)
+    for label, wnid in enumerate(full.classes):
+        files = sorted(key for key, target in full.samples if target == label)
+        assert [key for key, target in subset.samples if target == label] == files[:4], wnid
+    assert subset.classes == full.classes and len(subset) == 12
+    assert len(D.ImageNetFolder(url, "train", per_class=50)) == 36
+    with pytest.raises(ValueError, match="per_class must be at least 1"):
+        D.ImageNetFolder(url, "train", per_class=0)
+
+
 def test_generator_is_deterministic_and_seeded(url):
     a = D.prepare("imagenet", url + "/a", generate=True, seed=1, num_classes=3, train_per_class=2, val_per_class=1)
     b = D.prepare("imagenet", url + "/b", generate=True, seed=1, num_classes=3, train_per_class=2, val_per_class=1)

@@ -60,6 +60,18 @@ def _accuracy_by_hand(config: ClassificationConfig, export_url: str, variant: st
     return 100 * (ranks == 0).float().mean().item(), 100 * (ranks < 5).float().mean().item()
 
 
+def test_labels_per_class_fine_tunes_on_that_many_images_and_validates_on_all(imagenet_dir, tmp_path):
+    config = tiny_config(imagenet_dir, str(tmp_path), epochs=2, batch_size=4, labels_per_class=2, mixup=0, cutmix=0,
+                         model_ema=False)
+    result = run_classification(config)
+    losses = [row for row in read_rows(result.curve_url) if row["name"] == "loss" and row["split"] == "train"]
+    assert len(losses) == 2 * 2  # 4 classes x 2 labelled images, batch 4: 2 updates per epoch (8 with every image)
+    top1, _ = _accuracy_by_hand(config, result.export_url)  # over the whole val split
+    assert {row["name"]: row["value"] for row in read_rows(result.metrics_url)}["top1"] == pytest.approx(top1)
+    with pytest.raises(ValueError, match="labels_per_class must be at least 1"):
+        tiny_config(imagenet_dir, str(tmp_path), labels_per_class=0)
+
+
 def test_layer_decay_scales_the_lr_from_stem_to_head(imagenet_dir, tmp_path):
     trainer = ClassificationTrainer(tiny_config(imagenet_dir, str(tmp_path), layer_decay=0.5))
     scale_of = {}

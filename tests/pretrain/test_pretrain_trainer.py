@@ -139,14 +139,15 @@ def test_resume_into_other_settings_names_every_difference(tiny_config, smooth_i
 def test_resume_reads_a_format_1_checkpoint_by_what_its_settings_meant(tiny_config, smooth_images, tensor_dataset,
                                                                        tmp_path):
     data = tensor_dataset(smooth_images(4))
-    result = run_pretraining(tiny_config(tmp_path / "run", total_steps=2, stop_after_steps=1), data)
+    result = run_pretraining(tiny_config(tmp_path / "run", total_steps=2, stop_after_steps=1, mfm_targets="visible"),
+                             data)
     state = torch.load(result.checkpoint_url, weights_only=False)
     state["format"] = "itpn-pretrain/1"  # written before 2026-11-30: no mfm_targets, MFM at the visible units
     del state["config"]["mfm_targets"], state["schedule"]
     torch.save(state, result.checkpoint_url)
     with pytest.raises(ValueError, match="mfm_targets='visible' there, 'masked' here"):
-        Trainer(tiny_config(tmp_path / "run", total_steps=2, mfm_targets="masked"), data).fit()
-    assert Trainer(tiny_config(tmp_path / "run", total_steps=2), data).fit().steps_done == 2
+        Trainer(tiny_config(tmp_path / "run", total_steps=2), data).fit()  # today's default is masked
+    assert Trainer(tiny_config(tmp_path / "run", total_steps=2, mfm_targets="visible"), data).fit().steps_done == 2
 
 
 def test_named_recipes_cite_the_released_settings_and_yield_to_explicit_keys(tmp_path):
@@ -161,7 +162,7 @@ def test_named_recipes_cite_the_released_settings_and_yield_to_explicit_keys(tmp
         "fast_itpn_base_patch16_224", "ViT-L-14-quickgelu", "cosine", 1600)
     pixel = PretrainConfig.from_recipe("itpn_pixel", betas=[0.9, 0.95], epochs=400)
     assert (pixel.teacher, pixel.mfm_targets, pixel.epochs, pixel.blr, pixel.model) == (
-        "ema", "visible", 400, 1.5e-4, "itpn_base_patch16_224")
+        "ema", "masked", 400, 1.5e-4, "itpn_base_patch16_224")
     assert PretrainConfig.from_recipe("itpn_clip_b16", clip_checkpoint="x", betas=[0.9, 0.95]).betas == (0.9, 0.95)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"pretrain": {"recipe": "itpn_clip_l14", "clip_checkpoint": "/w.pt", "lr": 1e-4}}))
