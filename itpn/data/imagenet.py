@@ -293,10 +293,7 @@ class ImageNetTarShards(RobustDataset):
         *,
         skip: Iterable[str] | None = None,
         strict: bool = False,
-        per_class: int | None = None,
     ) -> None:
-        if per_class is not None and per_class < 1:
-            raise ValueError(f"per_class must be at least 1 (or None for every image), got {per_class}")
         super().__init__(url, strict=strict)
         self.split = split
         self.transform = transform
