@@ -23,9 +23,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
 from prefect import flow, task
@@ -39,7 +39,7 @@ from .record import git_commit, result_rows, result_times
 from .stages import REPO_ROOT, StageResult
 from .tasks import run_stage
 
-SCALES = ("demo", "small", "paper")
+SCALES = ("smoke", "demo", "small", "paper")
 DATA_KINDS = {"classification": "imagenet", "detection": "coco", "segmentation": "ade20k", "rotated": "dota"}
 
 
@@ -136,19 +136,37 @@ def _write(directory: Path, values: dict[str, Any]) -> str:
     return str(path)
 
 
-def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir: Optional[str] = None) -> list[Job]:
-    """The jobs of ``table`` at ``scale`` in the order they run; writes each job's parameters file.
+def select_rows(table: str, rows: Optional[Sequence[str]]) -> Table:
+    """``TABLES[table]`` with only ``rows`` (in the table's order; ``None``: every row). A table of
+    acceleration variants keeps its baseline row too: the speed-ups are measured against it.
 
-    ``data_root``: a URL with the data sets in their real layouts (nothing is generated); ``output_dir``:
-    where the grid's folders go (default ``<scale file's output_dir>/reproduce/<table>-<scale>``)."""
+    Raises ``ValueError`` naming an unknown table or row and the names there are."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; the tables are {', '.join(TABLES)}")
     spec = TABLES[table]
+    if rows is None:
+        return spec
+    names = [row.name for row in spec.rows]
+    unknown = [name for name in rows if name not in names]
+    if unknown or not rows:
+        raise ValueError(f"{table} has no rows {unknown}; its rows are {', '.join(names)}")
+    keep = {*rows, "baseline"} if spec.benchmark else set(rows)
+    return replace(spec, rows=tuple(row for row in spec.rows if row.name in keep))
+
+
+def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir: Optional[str] = None,
+         rows: Optional[Sequence[str]] = None) -> list[Job]:
+    """The jobs of ``table`` at ``scale`` in the order they run; writes each job's parameters file.
+
+    ``data_root``: a URL with the data sets in their real layouts (nothing is generated); ``output_dir``:
+    where the grid's folders go (default ``<scale file's output_dir>/reproduce/<table>-<scale>``);
+    ``rows``: run only these rows of the table (default: all)."""
+    spec = select_rows(table, rows)
     base_params = PipelineParams.load(scale_file(scale))
     base = base_params.model_dump()
     root = Path(output_dir).resolve() if output_dir else Path(base_params.experiment.output_dir) / "reproduce" / (
         f"{table}-{scale}")
-    tasks = spec.demo_tasks if scale == "demo" else spec.tasks
+    tasks = spec.demo_tasks if scale in ("smoke", "demo") else spec.tasks
     missing = [task for task in tasks if task not in base["finetune"]]
     if missing:
         raise ValueError(f"{scale_file(scale)} has no finetune section for {missing}, which {table} needs")
@@ -234,10 +252,11 @@ def record_job(job: Job, table: str, scale: str, result: StageResult) -> list[in
 
 @flow(name="reproduce", log_prints=True)
 def reproduce(table: str = "table9", scale: str = "demo", data_root: Optional[str] = None,
-              output_dir: Optional[str] = None) -> dict[str, list[str]]:
-    """Run and record every stage ``table`` needs at ``scale``; returns ``{stage: [rows]}`` of what ran.
-    A stage whose inputs and code are unchanged is not run again (its cached result is recorded)."""
-    jobs = plan(table, scale, data_root=data_root, output_dir=output_dir)
+              output_dir: Optional[str] = None, rows: Optional[list[str]] = None) -> dict[str, list[str]]:
+    """Run and record every stage ``table`` needs at ``scale`` (only ``rows``, when given); returns
+    ``{stage: [rows]}`` of what ran. A stage whose inputs and code are unchanged is not run again (its
+    cached result is recorded)."""
+    jobs = plan(table, scale, data_root=data_root, output_dir=output_dir, rows=rows)
     done: dict[str, list[str]] = {}
     for job in jobs:
         print(f"{job.stage} for {', '.join(job.rows) or 'all rows'}")
