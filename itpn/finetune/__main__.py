@@ -64,7 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             config = ClassificationConfig.from_dict({**config.to_dict(), **overrides}, source="--set")
         rows = run_classification(config).metrics
     elif args.task == "variants":
-        from itpn.finetune import evaluate_variants, write_metrics
+        from itpn.finetune import evaluate_variants
+        from itpn.records import write_metrics
         from itpn.runtime import setup_runtime
 
         if not (args.checkpoint and args.data_root and args.variants):

@@ -30,7 +30,7 @@ from mmengine.runner import Runner
 
 from itpn.data import split_dota
 from itpn.data.ade20k import find_base as find_ade20k_base
-from itpn.finetune.records import CurveWriter, MetricRecord, write_metrics
+from itpn.records import CurveWriter, MetricRecord, write_metrics
 
 # metric names as mmdet / mmseg / mmrotate report them -> the results store's names
 PREFIXES = ("coco/", "dota/")

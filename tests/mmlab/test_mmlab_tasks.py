@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from itpn.finetune import read_rows
 from itpn.mmlab import load_config, run_detection, run_rotated, run_segmentation
 from itpn.models.acceleration import VARIANTS, set_acceleration
+from itpn.records import read_rows
 
 from mmlab_helpers import CONFIGS
 
