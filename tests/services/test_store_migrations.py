@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from services.store import current_revision, head_revision, open_writer, upgrade
+from services.store import current_revision, head_revision, open_reader, upgrade
 from services.store.engine import make_engine
 from services.store.models import Base
 
@@ -64,7 +64,7 @@ def test_upgrading_a_store_with_runs_keeps_each_run_as_its_first_attempt(store_u
     finally:
         engine.dispose()
     assert upgrade(store_url) == head_revision()
-    with open_writer(store_url) as writer:
-        [attempt] = writer.attempts(1)
+    with open_reader(store_url) as reader:
+        [attempt] = reader.attempts(1).to_dict("records")
     assert attempt["status"] == "failed" and attempt["error"] == "boom"
     assert attempt["started_at"] == started and attempt["duration_s"] == 90.0
