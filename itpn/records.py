@@ -21,7 +21,7 @@ import fsspec
 from itpn.files import join_url, write_atomically
 
 # The fine-tuning tasks (a stage is finetune_<task>) and the metric each is judged by.
-MAIN_METRICS = {"classification": "top1", "detection": "bbox_mAP", "segmentation": "mIoU", "rotated_detection": "mAP"}
+MAIN_METRICS = {"classification": "top1", "detection": "bbox_mAP", "segmentation": "mIoU", "rotated": "mAP"}
 TASKS = tuple(MAIN_METRICS)
 MODEL_SIZES = ("tiny", "small", "base", "large", "huge")
 
