@@ -8,8 +8,8 @@ the best round counts, so a machine that is busy for a moment does not favour on
 
 The model is the dense-prediction backbone (``pyramid=True``: stages, feature pyramid), what
 detection and segmentation run and what Figure 5 of the paper times. The JSON file is a list of
-rows the results store ingests (``ResultsWriter.ingest_benchmark_json``); the store derives the
-speed-up from the baseline row of the same run.
+``itpn.records.BenchmarkRecord`` rows, what the results store keeps (``ResultsWriter.record_run``'s
+``benchmarks``); the store derives the speed-up from the baseline row of the same run.
 
     python benchmarks/acceleration.py --device cuda --dtype bf16           # the GPU table
     python benchmarks/acceleration.py --small                              # CPU smoke run, < 1 min
@@ -30,9 +30,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-import itpn  # noqa: F401  (registers the models)
-from itpn.bench.acceleration import Row, benchmark_variants, flop_table
+from itpn.bench.acceleration import benchmark_variants, flop_table
 from itpn.models import VARIANTS, get_variant
+from itpn.records import BenchmarkRecord
 
 SMALL_DEPTHS = (1, 1, 4)
 SMALL_FPN_DIM = 64  # keeps the pyramid's share of the work near its share in Fast-iTPN-B at 1024 px
@@ -80,7 +80,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def print_table(rows: list[Row], console: Console) -> None:
+def print_table(rows: list[BenchmarkRecord], console: Console) -> None:
     baselines = {(row.model, row.resolution): row for row in rows if row.variant == "baseline"}
     table = Table(box=box.MARKDOWN,  # paste-ready for the README
                   title=f"Acceleration variants on {rows[0].device}, {rows[0].dtype}, batch {rows[0].batch_size}")
@@ -114,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     if args.window_size:
         console.print(f"windowed variants use windows of {args.window_size} tokens (overriding their default)")
-    rows: list[Row] = []
+    rows: list[BenchmarkRecord] = []
     with Progress(console=console, transient=True) as progress:
         for model_name in args.models:
             for resolution in args.resolutions:

@@ -19,7 +19,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-import itpn  # noqa: F401  (registers the models)
+import itpn.models  # noqa: F401  (registers the models)
 from itpn.bench import (count_gflops, device_name, matmul_peak_tflops, measure_throughput, measure_training_step,
                         resolve_dtype)
 

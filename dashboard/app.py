@@ -14,10 +14,10 @@ import streamlit as st
 
 from dashboard.paper_points import paper_points
 from dashboard.sweeps import select_from_query, sweep_section
+from itpn.records import MAIN_METRICS
 from services import settings
 from services.store import (
     BASELINE,
-    MAIN_METRICS,
     ResultsReader,
     StoreError,
     StoreNotInitialisedError,

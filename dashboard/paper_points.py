@@ -33,7 +33,7 @@ _POINTS = [
     ("detection", FIGURE_5, "window", 52.8, 1.90),
     ("detection", FIGURE_5, "window_gathering", 52.7, 1.85),
     ("detection", FIGURE_5, "migration_30_gathering", 52.9, 1.70),
-    *[("rotated_detection", TABLE_7, variant, accuracy, speed / _TABLE_7_BASE_SPEED) for variant, accuracy, speed in [
+    *[("rotated", TABLE_7, variant, accuracy, speed / _TABLE_7_BASE_SPEED) for variant, accuracy, speed in [
         ("baseline", 79.3, 17.3),
         ("window", 77.7, 28.4),
         ("window_hrpe", 77.9, 27.8),

@@ -8,21 +8,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import fsspec
-
-from services.store import ResultsWriter, open_writer, read_metrics_jsonl
+from itpn.records import MetricRecord, read_metrics_jsonl, read_rows
+from services.store import ResultsWriter, open_writer
 
 from .params import PipelineParams
-
-
-def read_rows(url: str) -> list[dict[str, Any]]:
-    """Metric rows of a JSONL curve written one metric per line (the fine-tunes' ``curve.jsonl``)."""
-    with fsspec.open(url, "rt") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
 from .stages import REPO_ROOT, STAGES, StageResult, hardware
-
-BENCHMARK_FIELDS = ("model", "variant", "resolution", "batch_size", "images_per_s", "device", "latency_ms",
-                    "memory_mb", "gflops", "dtype")
 
 
 def git_commit() -> str | None:
@@ -31,14 +21,6 @@ def git_commit() -> str | None:
                               check=True).stdout.strip() or None
     except (OSError, subprocess.CalledProcessError):
         return None
-
-
-def benchmark_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A benchmark JSON row in the store's shape (resolution "HxW" -> its height)."""
-    resolution = row["resolution"]
-    if isinstance(resolution, str):
-        resolution = int(resolution.split("x")[0])
-    return {**{k: row[k] for k in BENCHMARK_FIELDS if k in row}, "resolution": resolution}
 
 
 def result_times(params: PipelineParams, stage: str, result: StageResult) -> tuple[datetime, datetime]:
@@ -50,10 +32,10 @@ def result_times(params: PipelineParams, stage: str, result: StageResult) -> tup
     return finished - timedelta(seconds=result.seconds), finished
 
 
-def result_rows(result: StageResult) -> tuple[list[Any], list[dict[str, Any]]]:
-    """The stage's metric rows (final values and curves: mappings or ``MetricRow``) and benchmark rows, in
-    the store's shape."""
-    metrics: list[Any] = list(result.metrics)
+def result_rows(result: StageResult) -> tuple[list[MetricRecord | dict[str, Any]], list[dict[str, Any]]]:
+    """The stage's metric rows (final values and curves: mappings or ``MetricRecord``) and benchmark rows
+    (mappings with ``BenchmarkRecord``'s keys), as the store takes them."""
+    metrics: list[MetricRecord | dict[str, Any]] = list(result.metrics)
     for curve in result.curves:
         if curve.get("format") == "rows":
             metrics += read_rows(curve["url"])
@@ -61,7 +43,7 @@ def result_rows(result: StageResult) -> tuple[list[Any], list[dict[str, Any]]]:
             metrics += read_metrics_jsonl(curve["url"], task=curve["task"], dataset=curve["dataset"],
                                           split=curve.get("split", "train"), model=curve.get("model", ""),
                                           variant=curve.get("variant", ""))
-    return metrics, [benchmark_row(row) for row in result.benchmarks]
+    return metrics, list(result.benchmarks)
 
 
 def record_stage_result(writer: ResultsWriter, params: PipelineParams, stage: str, result: StageResult | None,

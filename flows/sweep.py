@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from itpn.records import model_size
+
 from .params import FINETUNE_TASKS, PipelineParams
 
 SIZE_LETTERS = {"t": "tiny", "s": "small", "b": "base", "l": "large"}
@@ -30,11 +32,6 @@ def model_name(model: str) -> str:
     """A timm name from a size (``T``/``tiny`` -> ``fast_itpn_tiny_patch16_224``); a full name is kept."""
     size = SIZE_LETTERS.get(model.lower(), model.lower())
     return f"fast_itpn_{size}_patch16_224" if size in SIZES else model
-
-
-def short_model(model: str) -> str:
-    """``fast_itpn_tiny_patch16_224`` -> ``tiny`` (the size word), else the name."""
-    return next((part for part in model.split("_") if part in SIZES), model)
 
 
 def slug(text: str) -> str:
@@ -59,8 +56,10 @@ class SweepPoint:
 
 def point_params(base: PipelineParams, sweep: str, model: str, variant: str, seed: int | None, recipe: str,
                  recipe_overrides: dict[str, Any], tasks: list[str]) -> tuple[str, dict[str, Any]]:
-    """The point's name and parameters (absolute paths, so the file works from any directory)."""
-    point = "-".join([short_model(model), variant] + ([f"s{seed}"] if seed is not None else [])
+    """The point's name and parameters (absolute paths, so the file works from any directory); a model is
+    named by its size word (``tiny``) when it has one."""
+    short = model_size(model) or model
+    point = "-".join([short, variant] + ([f"s{seed}"] if seed is not None else [])
                      + ([recipe] if recipe != "default" else []))
     params = base.model_dump()
     root = Path(base.experiment.output_dir)
@@ -70,8 +69,8 @@ def point_params(base: PipelineParams, sweep: str, model: str, variant: str, see
         sweep_point={"model": model, "variant": variant, "seed": seed, "recipe": recipe},
         output_dir=str(root / "sweeps" / slug(sweep) / slug(point)),
         stage_dirs={"prepare_data": str(base.stage_dir("prepare_data")),
-                    "pretrain": str(root / "shared" / "pretrain" / slug(f"{short_model(model)}-{recipe}")),
-                    "benchmark_acceleration": str(root / "shared" / "benchmark" / slug(short_model(model)))})
+                    "pretrain": str(root / "shared" / "pretrain" / slug(f"{short}-{recipe}")),
+                    "benchmark_acceleration": str(root / "shared" / "benchmark" / slug(short))})
     params["pretrain"] = {**params["pretrain"], **recipe_overrides}
     finetune = {}
     for task in tasks:

@@ -5,7 +5,7 @@
 # 0.90; 8 GPUs x 2 patches.
 _base_ = ['mmrotate::rotated_faster_rcnn/rotated-faster-rcnn-le90_r50_fpn_1x_dota.py', '../_base_/itpn_runtime.py']
 
-itpn_task = 'rotated_detection'
+itpn_task = 'rotated'
 itpn_dataset = 'dota'
 itpn_dota_source = 'data/dota/'  # the unsplit data set: train/ and val/ with images/ and labelTxt/
 itpn_dota_split = dict(patch_size=1024, gap=200)

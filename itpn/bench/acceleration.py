@@ -3,36 +3,20 @@
 The variants only switch stage 3, so the baseline and each variant are timed on the same weights
 in interleaved rounds (the best round counts: a machine busy for a moment favours no variant).
 The model is the dense-prediction backbone (``pyramid=True``), what detection and segmentation
-run and what Figure 5 of the paper times. Rows carry exactly the results store's benchmark keys;
-the store derives the speed-up from the baseline row.
+run and what Figure 5 of the paper times. The rows are ``itpn.records.BenchmarkRecord``, what the results
+store keeps; the store derives the speed-up from the baseline row.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
 from rich.progress import Progress
 
 from itpn.models import AccelerationConfig, create_model, get_variant, set_acceleration
+from itpn.records import BenchmarkRecord
 
 from .measure import Throughput, count_gflops, device_name, measure_latency, measure_throughput, resolve_dtype
-
-
-@dataclass
-class Row:
-    """One measurement, with the results store's benchmark keys."""
-
-    model: str
-    variant: str
-    resolution: int
-    batch_size: int
-    images_per_s: float
-    device: str
-    latency_ms: Optional[float]
-    memory_mb: Optional[float]
-    gflops: Optional[float]
-    dtype: str
 
 
 def variant_config(name: str, window_size: Optional[int]) -> AccelerationConfig:
@@ -75,7 +59,7 @@ def benchmark_variants(model_name: str, resolution: int, variants: Sequence[str]
                        device: str = "cpu", dtype: str = "fp32", model_kwargs: Optional[dict[str, Any]] = None,
                        label: Optional[str] = None, window_size: Optional[int] = None, warmup: int = 5,
                        iterations: int = 20, rounds: int = 3, pyramid: bool = True, clock: str = "wall",
-                       progress: Optional[Progress] = None) -> list[Row]:
+                       progress: Optional[Progress] = None) -> list[BenchmarkRecord]:
     """Time and count ``baseline`` plus ``variants`` on ``model_name`` (built with ``model_kwargs``;
     with its feature pyramid unless ``pyramid`` is False) at ``resolution``²: throughput at
     ``batch_size`` in interleaved rounds (every variant once per round; each variant's best round
@@ -109,7 +93,7 @@ def benchmark_variants(model_name: str, resolution: int, variants: Sequence[str]
         set_acceleration(model, variant_config(name, window_size))
         latency = throughput[name].latency_ms if batch_size == 1 else measure_latency(
             model, single, dtype=dtype_, warmup=warmup, iters=iterations, clock=clock)
-        rows.append(Row(
+        rows.append(BenchmarkRecord(
             model=label, variant=name, resolution=resolution, batch_size=batch_size,
             images_per_s=throughput[name].images_per_s, device=device_name(device_type),
             dtype=str(dtype_).removeprefix("torch."), latency_ms=latency,

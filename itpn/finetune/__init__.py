@@ -10,10 +10,9 @@ from .classification import (
     read_export_metadata,
     run_classification,
 )
-from .config import RECIPES, ClassificationConfig, model_size
-from .records import MetricRecord, read_rows, write_metrics
+from .config import RECIPES, ClassificationConfig
 
 __all__ = [
-    "ClassificationConfig", "ClassificationResult", "ClassificationTrainer", "MetricRecord", "RECIPES", "evaluate",
-    "evaluate_variants", "model_size", "read_export_metadata", "read_rows", "run_classification", "write_metrics",
+    "ClassificationConfig", "ClassificationResult", "ClassificationTrainer", "RECIPES", "evaluate", "evaluate_variants",
+    "read_export_metadata", "run_classification",
 ]

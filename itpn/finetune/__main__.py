@@ -1,7 +1,7 @@
 """``python -m itpn.finetune <task> --config ...``: one fine-tune, metrics written for the results store.
 
 Tasks: ``classification`` (a YAML of ``ClassificationConfig`` fields), ``detection``,
-``segmentation``, ``rotated_detection`` (configs under ``configs/``; need the OpenMMLab stack),
+``segmentation``, ``rotated`` (DOTA; configs under ``configs/``; need the OpenMMLab stack),
 ``variants`` (one fine-tuned classifier under several acceleration variants).
 
 On several GPUs: ``torchrun --nproc-per-node 8 -m itpn.finetune <task> --config ... --launcher pytorch``
@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-MM_TASKS = ("detection", "segmentation", "rotated_detection")
+from itpn.records import TASKS, write_metrics
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m itpn.finetune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=("classification", *MM_TASKS, "variants"))
+    parser.add_argument("task", choices=(*TASKS, "variants"))
     parser.add_argument("--config", help="YAML (classification) or OpenMMLab .py config")
     parser.add_argument("--section", help="classification: the section of the YAML file to read (e.g. finetune)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -64,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             config = ClassificationConfig.from_dict({**config.to_dict(), **overrides}, source="--set")
         rows = run_classification(config).metrics
     elif args.task == "variants":
-        from itpn.finetune import evaluate_variants, write_metrics
+        from itpn.finetune import evaluate_variants
         from itpn.runtime import setup_runtime
 
         if not (args.checkpoint and args.data_root and args.variants):
@@ -79,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.config:
             parser.error(f"{args.task} needs --config (see configs/)")
         runner = {"detection": mmlab.run_detection, "segmentation": mmlab.run_segmentation,
-                  "rotated_detection": mmlab.run_rotated}[args.task]
+                  "rotated": mmlab.run_rotated}[args.task]
         rows = runner(args.config, checkpoint=args.checkpoint, variant=args.variant, data_root=args.data_root,
                       work_dir=args.work_dir, output_url=args.output, train=not args.eval_only,
                       cfg_options=dict(overrides, launcher=args.launcher))

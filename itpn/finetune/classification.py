@@ -40,10 +40,10 @@ from itpn.models import load_checkpoint, save_safetensors
 from itpn.models.checkpoint import grid_metadata
 from itpn.models.checkpoint import read_safetensors_metadata as read_export_metadata
 from itpn.models.acceleration import set_acceleration
+from itpn.records import CurveWriter, MetricRecord, write_metrics
 from itpn.runtime import Runtime, setup_runtime
 
 from .config import ClassificationConfig
-from .records import CurveWriter, MetricRecord, write_metrics
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from itpn.config import DataclassConfig
 from itpn.models.acceleration import get_variant
+from itpn.records import model_size
 
 # Fast-iTPN ImageNet-1K fine-tuning (the released fast_itpn/README.md; official-code-facts 5.2).
 # batch_size is per GPU and accum_steps the update frequency: T/S ran 16 GPUs, B and L 32 GPUs.
@@ -20,15 +21,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "large": dict(lr=5e-5, epochs=20, warmup_epochs=3, layer_decay=0.95, drop_path=0.2, batch_size=4,
                   accum_steps=4, img_size=640),
 }
-SIZES = tuple(RECIPES)
-
-
-def model_size(model: str) -> str:
-    """``tiny``/``small``/``base``/``large`` from a model name such as ``fast_itpn_base_patch16_224``."""
-    for size in SIZES:
-        if f"_{size}_" in f"_{model}_":
-            return size
-    raise ValueError(f"cannot tell the size of model {model!r}: its name names none of {SIZES}")
 
 
 @dataclass
@@ -92,8 +84,10 @@ class ClassificationConfig(DataclassConfig):
     progress: bool = True
 
     def __post_init__(self) -> None:
-        recipe = RECIPES[model_size(self.model)]
-        for name, value in recipe.items():
+        size = model_size(self.model)
+        if size not in RECIPES:
+            raise ValueError(f"cannot tell the size of model {self.model!r}: its name names none of {tuple(RECIPES)}")
+        for name, value in RECIPES[size].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.amp_dtype not in ("bf16", "fp32"):

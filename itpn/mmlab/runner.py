@@ -30,7 +30,7 @@ from mmengine.runner import Runner
 
 from itpn.data import split_dota
 from itpn.data.ade20k import find_base as find_ade20k_base
-from itpn.finetune.records import CurveWriter, MetricRecord, write_metrics
+from itpn.records import CurveWriter, MetricRecord, write_metrics
 
 # metric names as mmdet / mmseg / mmrotate report them -> the results store's names
 PREFIXES = ("coco/", "dota/")
@@ -352,10 +352,10 @@ def run_rotated(config: str | Mapping[str, Any] | Config, *, data_root: Optional
         raise FileNotFoundError(f"DOTA data {source!r} not found: pass data_root (train/ and val/ with images/ and "
                                 f"labelTxt/) or set itpn_dota_source in the config")
     split = dict(cfg.get("itpn_dota_split", dict(patch_size=1024, gap=200)))
-    work_dir = kwargs.get("work_dir") or cfg.get("work_dir") or os.path.join("work_dirs", "rotated_detection")
+    work_dir = kwargs.get("work_dir") or cfg.get("work_dir") or os.path.join("work_dirs", "rotated")
     split_root = split_root or os.path.join(work_dir, f"split_{split['patch_size']}_{split['gap']}")
     split_once(source, split_root, split["patch_size"], split["gap"])
     for name in ("val_evaluator", "test_evaluator"):
         if cfg.get(name) is not None and cfg[name].get("type") == "DOTAMergedMetric":
             cfg[name].full_ann_dir = os.path.join(source, "val", "labelTxt")
-    return run_task("rotated_detection", cfg, data_root=split_root, **kwargs)
+    return run_task("rotated", cfg, data_root=split_root, **kwargs)

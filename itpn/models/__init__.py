@@ -1,4 +1,4 @@
-"""HiViT, iTPN and Fast-iTPN, registered with timm (``timm.create_model(name)`` after ``import itpn``)."""
+"""HiViT, iTPN and Fast-iTPN, registered with timm (``timm.create_model(name)`` after ``import itpn.models``)."""
 from . import fast_itpn, hivit, itpn  # noqa: F401  (registers the models with timm)
 from .acceleration import (
     VARIANTS,

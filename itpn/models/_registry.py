@@ -22,7 +22,7 @@ def checkpoint_dir() -> Path:
 
 def pretrained_file(file: str) -> Path:
     """The file a pretrained config's ``file`` names: an absolute path (``pretrained_cfg_overlay``) as it
-    is, a bare name (our default configs) inside :func:`checkpoint_dir` read now, not at ``import itpn``."""
+    is, a bare name (our default configs) inside :func:`checkpoint_dir` read now, not at ``import itpn.models``."""
     path = Path(file).expanduser()
     return path if path.is_absolute() else checkpoint_dir() / path
 

@@ -14,20 +14,15 @@ from services.store.engine import (
 from services.store.migrate import current_revision, head_revision, upgrade
 from services.store.queries import (
     BASELINE,
-    MAIN_METRICS,
     ResultsReader,
     model_family,
-    model_size,
     open_reader,
     pareto_front,
 )
-from services.store.writer import BenchmarkRow, MetricRow, ResultsWriter, open_writer, read_metrics_jsonl
+from services.store.writer import ResultsWriter, open_writer
 
 __all__ = [
     "BASELINE",
-    "MAIN_METRICS",
-    "BenchmarkRow",
-    "MetricRow",
     "ResultsReader",
     "ResultsWriter",
     "StoreError",
@@ -37,10 +32,8 @@ __all__ = [
     "current_revision",
     "head_revision",
     "model_family",
-    "model_size",
     "open_reader",
     "open_writer",
     "pareto_front",
-    "read_metrics_jsonl",
     "upgrade",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, Select, func, select
 
+from itpn.records import MAIN_METRICS, model_size
 from services import settings
 from services.store.engine import (
     StoreNotInitialisedError,
@@ -27,21 +28,8 @@ from services.store.migrate import current_revision, head_revision
 from services.store.models import Artifact, Benchmark, Experiment, Metric, Run, RunAttempt
 
 BASELINE = "baseline"
-# The metric each task is judged by in the accuracy / speed-up plot.
-MAIN_METRICS = {
-    "classification": "top1",
-    "detection": "bbox_mAP",
-    "segmentation": "mIoU",
-    "rotated_detection": "mAP",
-}
-MODEL_SIZES = ("tiny", "small", "base", "large", "huge")
 _SPEED_KEY = ["model", "resolution", "batch_size", "device", "dtype"]
 _TIMESTAMPS = ("created_at", "started_at", "finished_at", "recorded_at")
-
-
-def model_size(model: str) -> str:
-    """The size word in a model name (``fast_itpn_base_patch16_224`` -> ``base``), or ``''``."""
-    return next((part for part in model.split("_") if part in MODEL_SIZES), "")
 
 
 def model_family(model: str) -> str:

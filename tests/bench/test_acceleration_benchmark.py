@@ -11,7 +11,7 @@ import pytest
 
 from flows.params import PipelineParams
 from itpn.bench.acceleration import benchmark_variants
-from services.store.writer import BenchmarkRow
+from itpn.records import BenchmarkRecord
 
 ROOT = Path(__file__).parents[2]
 SCRIPT = ROOT / "benchmarks" / "acceleration.py"
@@ -32,10 +32,10 @@ def test_small_run_writes_rows_the_results_store_ingests(tmp_path):
                         "--variants", "migration_30", "window_gathering", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [row["variant"] for row in rows] == ["baseline", "migration_30", "window_gathering"]
-    store_keys = {field.name for field in dataclasses.fields(BenchmarkRow)}
+    store_keys = {field.name for field in dataclasses.fields(BenchmarkRecord)}
     for row in rows:
         assert set(row) == store_keys
-        BenchmarkRow(**row)
+        BenchmarkRecord(**row)
         assert row["resolution"] == 64 and row["device"] == "cpu" and row["dtype"] == "float32"
         assert row["images_per_s"] > 0 and row["latency_ms"] > 0 and row["memory_mb"] is None
     flops = {row["variant"]: row["gflops"] for row in rows}

@@ -9,7 +9,6 @@ import pytest
 import timm
 import torch
 
-import itpn  # noqa: F401  (registers the models)
 from itpn.bench import count_gflops
 from itpn.bench.acceleration import flop_table
 from itpn.models import set_acceleration

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from services.store import MetricRow, open_writer
+from itpn.records import MetricRecord
+from services.store import open_writer
 
 BASE = "fast_itpn_base_patch16_224"
 TINY = "fast_itpn_tiny_patch16_224"
@@ -18,44 +20,50 @@ VARIANTS = [
     ("window", 1.90, 87.2, 52.8),
     ("window_gathering_hrpe", 1.70, 87.6, 52.9),
 ]
+T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+
+
+def minute(n: int) -> dict[str, datetime]:
+    """A run's times: started ``n`` minutes after T0 (later runs are newer), ran 30 s."""
+    started = T0 + timedelta(minutes=n)
+    return {"started_at": started, "finished_at": started + timedelta(seconds=30)}
 
 
 def fill(url: str) -> None:
+    metrics, benchmarks = [], []
+    for model, base_speed, shift in ((BASE, 100.0, 0.0), (TINY, 400.0, -6.0)):
+        for variant, factor, top1, box in VARIANTS:
+            metrics += [
+                MetricRecord("classification", "imagenet", "val", "top1", top1 + shift, 0, model, variant),
+                MetricRecord("detection", "coco", "val", "bbox_mAP", box + shift, 0, model, variant),
+            ]
+            for device, scale in (("cpu", 1.0), ("cuda", 20.0)):
+                benchmarks.append(
+                    {
+                        "model": model,
+                        "variant": variant,
+                        "resolution": 224,
+                        "batch_size": 32,
+                        "images_per_s": base_speed * scale * factor,
+                        "device": device,
+                        "latency_ms": 1000.0 / (base_speed * scale * factor),
+                        "memory_mb": 800.0 if device == "cuda" else None,  # not measured on CPU
+                        "gflops": 17.0 / factor,
+                    }
+                )
     with open_writer(url) as writer:
-        with writer.run("acceleration", "eval-accel", flow_name="evaluate", git_commit="0a1b2c3") as run_id:
-            metrics, benchmarks = [], []
-            for model, base_speed, shift in ((BASE, 100.0, 0.0), (TINY, 400.0, -6.0)):
-                for variant, factor, top1, box in VARIANTS:
-                    metrics += [
-                        MetricRow("classification", "imagenet", "val", "top1", top1 + shift, 0, model, variant),
-                        MetricRow("detection", "coco", "val", "bbox_mAP", box + shift, 0, model, variant),
-                    ]
-                    for device, scale in (("cpu", 1.0), ("cuda", 20.0)):
-                        benchmarks.append(
-                            {
-                                "model": model,
-                                "variant": variant,
-                                "resolution": 224,
-                                "batch_size": 32,
-                                "images_per_s": base_speed * scale * factor,
-                                "device": device,
-                                "latency_ms": 1000.0 / (base_speed * scale * factor),
-                                "memory_mb": 800.0 if device == "cuda" else None,  # not measured on CPU
-                                "gflops": 17.0 / factor,
-                            }
-                        )
-            writer.add_metrics(run_id, metrics)
-            writer.add_benchmarks(run_id, benchmarks)
-        run_id = writer.start_run("smoke", "broken-run", flow_name="finetune")
-        writer.fail_run(run_id, "Traceback (most recent call last):\nRuntimeError: CUDA out of memory")
-        with writer.run("acceleration", "pretrain-base", flow_name="pretrain") as run_id:
-            writer.add_metrics(
-                run_id,
-                [MetricRow("pretrain", "imagenet", "train", "loss", 2.0 / (step + 1), step, BASE) for step in range(20)]
-                + [MetricRow("pretrain", "imagenet", "train", "lr", 1e-4 * step, step, BASE) for step in range(20)],
-            )
-        with writer.run("acceleration", "benchmark-base", flow_name="benchmark") as run_id:  # newest, no curves
-            writer.add_metrics(run_id, [MetricRow("benchmark", "imagenet", "val", "images_per_s", 99.0, 0, BASE)])
+        writer.record_run("acceleration", "eval-accel", flow_name="evaluate", git_commit="0a1b2c3", metrics=metrics,
+                          benchmarks=benchmarks, **minute(0))
+        writer.record_run("smoke", "broken-run", flow_name="finetune", status="failed",
+                          error="Traceback (most recent call last):\nRuntimeError: CUDA out of memory", **minute(1))
+        writer.record_run(
+            "acceleration", "pretrain-base", flow_name="pretrain", **minute(2),
+            metrics=[MetricRecord("pretrain", "imagenet", "train", "loss", 2.0 / (step + 1), step, BASE)
+                     for step in range(20)]
+            + [MetricRecord("pretrain", "imagenet", "train", "lr", 1e-4 * step, step, BASE) for step in range(20)],
+        )
+        writer.record_run("acceleration", "benchmark-base", flow_name="benchmark", **minute(3),  # newest, no curves
+                          metrics=[MetricRecord("benchmark", "imagenet", "val", "images_per_s", 99.0, 0, BASE)])
 
 
 @pytest.fixture(scope="session")

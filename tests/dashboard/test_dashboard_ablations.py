@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from services.store import MetricRow, open_writer, upgrade
+from itpn.records import MetricRecord
+from services.store import open_writer, upgrade
 
 PAGE = Path(__file__).resolve().parents[2] / "dashboard" / "pages" / "ablations.py"
 TOP1 = {"none": 40.0, "conv": 44.0, "conv_mfm": 46.0, "mim": 50.0, "mim_mfm": 55.0}
+FINISHED = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
 
 def fill(url: str) -> None:
     with open_writer(url) as writer:
         for row, top1 in TOP1.items():
             params = {"reproduce": {"table": "table9", "scale": "demo", "row": row, "variant": "baseline"}}
-            with writer.run("reproduce-table9-demo", f"t9:{row}", flow_name="finetune_classification",
-                            params=params) as run_id:
-                writer.add_metrics(run_id, [MetricRow("classification", "imagenet", "val", "top1", top1, 0,
-                                                      "fast_itpn_tiny_patch16_224", "baseline")])
+            writer.record_run("reproduce-table9-demo", f"t9:{row}", flow_name="finetune_classification",
+                              params=params, started_at=FINISHED, finished_at=FINISHED,
+                              metrics=[MetricRecord("classification", "imagenet", "val", "top1", top1, 0,
+                                                    "fast_itpn_tiny_patch16_224", "baseline")])
 
 
 def started(url: str, monkeypatch: pytest.MonkeyPatch) -> AppTest:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dashboard.sweeps import sweep_summary
-from services.store import MetricRow, open_reader, open_writer
+from itpn.records import MetricRecord
+from services.store import open_reader, open_writer
 
 from test_dashboard_app import chart_titles, started
 
@@ -33,13 +34,14 @@ def sweep_store(tmp_path: Path) -> str:
             name = f"s/tiny-{variant}-s{seed}"
             writer.record_run(name, f"{name}:finetune_classification:k", sweep="s", flow_name="finetune_classification",
                               started_at=T0, finished_at=T0 + timedelta(seconds=60), params=point_params(variant, seed),
-                              metrics=[MetricRow("classification", "imagenet", "val", "top1", top1, 6, TINY, variant),
+                              metrics=[MetricRecord("classification", "imagenet", "val", "top1", top1, 6, TINY, variant),
                                        # the same weights under another variant: not this point's accuracy
-                                       MetricRow("classification", "imagenet", "val", "top1", 1.0, 6, TINY,
-                                                 "migration_30")])
+                                       MetricRecord("classification", "imagenet", "val", "top1", 1.0, 6, TINY,
+                                                    "migration_30")])
         writer.record_run("other", "other:finetune_classification:k", started_at=T0, finished_at=T0,
                           flow_name="finetune_classification", params=point_params("baseline", 0),
-                          metrics=[MetricRow("classification", "imagenet", "val", "top1", 5.0, 6, TINY, "baseline")])
+                          metrics=[MetricRecord("classification", "imagenet", "val", "top1", 5.0, 6, TINY,
+                                                "baseline")])
     return url
 
 

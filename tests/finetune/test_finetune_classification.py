@@ -4,7 +4,8 @@ import torch
 from safetensors.torch import load_file
 
 from itpn.data import ImageNetFolder, build_classification_transform
-from itpn.finetune import ClassificationConfig, ClassificationTrainer, evaluate_variants, read_rows, run_classification
+from itpn.finetune import ClassificationConfig, ClassificationTrainer, evaluate_variants, run_classification
+from itpn.records import read_rows
 from itpn.finetune.classification import build_model
 from itpn.models import CheckpointMismatchError
 from itpn.models.acceleration import VARIANTS, set_acceleration

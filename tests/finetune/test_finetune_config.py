@@ -1,6 +1,7 @@
 import pytest
 
-from itpn.finetune import ClassificationConfig, model_size
+from itpn.finetune import ClassificationConfig
+from itpn.records import model_size
 
 
 @pytest.mark.parametrize("model,layer_decay,epochs,lr,drop_path,img_size", [
@@ -41,7 +42,7 @@ def test_odd_batch_with_mixup_is_refused():
 def test_model_size_needs_a_size_in_the_name():
     assert model_size("itpn_large_patch16_224") == "large"
     with pytest.raises(ValueError, match="cannot tell the size"):
-        model_size("resnet50")
+        ClassificationConfig(model="resnet50", data_url="x")
 
 
 def test_randaugment_of_the_recipe_survives_its_strongest_posterize():

@@ -14,8 +14,9 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from itpn.data import generate_imagenet
-from itpn.finetune import ClassificationConfig, ClassificationTrainer, read_rows, run_classification
+from itpn.finetune import ClassificationConfig, ClassificationTrainer, run_classification
 from itpn.finetune.classification import evaluate
+from itpn.records import read_rows
 
 from finetune_helpers import TINY
 

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from itpn.finetune import read_rows
 from itpn.mmlab import load_config, run_detection, run_rotated, run_segmentation
 from itpn.models.acceleration import VARIANTS, set_acceleration
+from itpn.records import read_rows
 
 from mmlab_helpers import CONFIGS
 
@@ -126,7 +126,7 @@ def test_rotated_detector_trains_on_patches_and_reports_merged_dota_map(dota_dir
     options = dict(SHORT, itpn_dota_split=dict(patch_size=64, gap=16))
     rows = run_rotated(str(DEMO["rotated"]), data_root=dota_dir, checkpoint=tiny_export, work_dir=str(tmp_path),
                        cfg_options=options, log_every=1)
-    check_records(tmp_path, rows, "rotated_detection", "mAP", lambda evaluation: run_rotated(
+    check_records(tmp_path, rows, "rotated", "mAP", lambda evaluation: run_rotated(
         str(DEMO["rotated"]), data_root=dota_dir, work_dir=str(tmp_path / "eval"), train=False,
         split_root=str(tmp_path / "split_64_16"), cfg_options={**options, **evaluation}))
     assert (tmp_path / "split_64_16" / "val" / "labelTxt").is_dir()

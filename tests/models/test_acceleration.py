@@ -8,7 +8,6 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import itpn  # noqa: F401  (registers the models)
 from itpn.models import (
     VARIANTS,
     AccelerationConfig,

@@ -7,7 +7,6 @@ import pytest
 import timm
 import torch
 
-import itpn  # noqa: F401  (registers the models)
 from itpn.models import MODEL_NAMES, create_model
 
 # Parameter counts of the released code with a 1000-class head, in millions.
@@ -88,7 +87,7 @@ def test_non_square_input_interpolates_position_embedding():
 
 def test_timm_create_model_sets_classes_and_loads_the_local_pretrained_file(tmp_path, monkeypatch):
     """``pretrained=True`` loads ``$ITPN_CHECKPOINT_DIR/<name>.pth``, the variable read when loading (set here
-    after ``import itpn``): the released model's logits; another class count keeps the backbone."""
+    after ``import itpn.models``): the released model's logits; another class count keeps the backbone."""
     fixture_file = Path(__file__).parent / "fixtures" / "released_fast_itpn_micro.pth"
     fixture = torch.load(fixture_file, weights_only=True)
     shutil.copy(fixture_file, tmp_path / "fast_itpn_tiny_patch16_224.pth")

@@ -5,8 +5,6 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-
-import itpn  # noqa: F401
 from timm.layers import resample_abs_pos_embed
 
 from itpn.models import CheckpointMismatchError, HiViT, load_checkpoint, save_safetensors

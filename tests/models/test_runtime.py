@@ -4,7 +4,6 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import itpn  # noqa: F401
 from itpn.models.acceleration import get_variant, set_acceleration
 from itpn.models.layers import gather_units
 

@@ -8,19 +8,24 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from services.store import MetricRow, open_reader, open_writer
+from itpn.records import MetricRecord
+from services.store import open_reader, open_writer
 from services.store.models import Metric, Run
 
 PROCESSES = 4
 INSERTS = 50
+T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
 
 def write_rows(url: str, worker: int) -> None:
-    # Each process migrates (racing the others on a fresh store), then writes one run and
-    # INSERTS single-row transactions, so the writers interleave as much as they can.
-    with open_writer(url) as writer, writer.run("concurrency", f"worker-{worker}", params={"worker": worker}) as run_id:
+    # Each process migrates (racing the others on a fresh store), then records its run INSERTS times, each
+    # attempt one row longer, in as many transactions, so the writers interleave as much as they can.
+    with open_writer(url) as writer:
         for step in range(INSERTS):
-            writer.add_metrics(run_id, [MetricRow("pretrain", "in1k", "train", "loss", 1.0 / (step + 1), step)])
+            writer.record_run("concurrency", f"worker-{worker}", started_at=T0 + timedelta(seconds=step),
+                              finished_at=T0 + timedelta(seconds=step + 1), params={"worker": worker},
+                              metrics=[MetricRecord("pretrain", "in1k", "train", "loss", 1.0 / (done + 1), done)
+                                       for done in range(step + 1)])
 
 
 def run_processes(target: object, arguments: list[tuple[object, ...]]) -> None:
@@ -48,12 +53,11 @@ def test_parallel_writer_processes(store_url: str) -> None:
 
 RECORDERS = 2
 REPEATS = 20
-T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
 
-def attempt_rows(attempt: int) -> list[MetricRow]:
+def attempt_rows(attempt: int) -> list[MetricRecord]:
     # attempts write 1, 2 or 3 rows, so stale rows of an earlier attempt would outlive a later one
-    return [MetricRow("classification", "in1k", "val", f"top{k}", float(attempt), 0, "m", "baseline")
+    return [MetricRecord("classification", "in1k", "val", f"top{k}", float(attempt), 0, "m", "baseline")
             for k in range(1, attempt % 3 + 2)]
 
 
@@ -70,7 +74,7 @@ def rerecord(url: str, recorder: int, barrier: object) -> None:
 def test_processes_rerecording_one_run_leave_one_run_with_its_newest_rows(store_url: str) -> None:
     with open_writer(store_url) as writer:  # an earlier attempt with more rows than any later one
         writer.record_run("concurrency", "same-run", started_at=T0 - timedelta(hours=1), finished_at=T0,
-                          metrics=[MetricRow("classification", "in1k", "val", f"top{k}", -1.0, 0, "m", "baseline")
+                          metrics=[MetricRecord("classification", "in1k", "val", f"top{k}", -1.0, 0, "m", "baseline")
                                    for k in range(1, 6)])
     barrier = multiprocessing.get_context("spawn").Barrier(RECORDERS)
     run_processes(rerecord, [(store_url, recorder, barrier) for recorder in range(RECORDERS)])

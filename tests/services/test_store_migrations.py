@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from services.store import current_revision, head_revision, open_writer, upgrade
+from services.store import current_revision, head_revision, open_reader, upgrade
 from services.store.engine import make_engine
+from services.store.migrate import alembic_config
 from services.store.models import Base
 
 
@@ -49,22 +51,49 @@ def test_sqlite_store_uses_wal(tmp_path: object) -> None:
         engine.dispose()
 
 
-def test_upgrading_a_store_with_runs_keeps_each_run_as_its_first_attempt(store_url: str) -> None:
-    upgrade(store_url, "0001_initial")
-    engine = make_engine(store_url)
-    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def store_with_one_run(url: str, revision: str, *metric_tasks: str) -> None:
+    """Bring the store at ``url`` to ``revision`` and write, in that revision's tables, experiment ``old`` (id 1)
+    with one failed run (id 1) that started at STARTED and ran 90 s, and a metric row of each of ``metric_tasks``."""
+    upgrade(url, revision)
+    engine = make_engine(url)
     try:
         with engine.begin() as connection:
             connection.execute(text("INSERT INTO experiments (id, name, description, created_at) "
-                                    "VALUES (1, 'old', '', :t)"), {"t": started})
+                                    "VALUES (1, 'old', '', :t)"), {"t": STARTED})
             connection.execute(text(
                 "INSERT INTO runs (id, experiment_id, run_key, flow_name, params, hardware, status, error, attempts, "
                 "started_at, finished_at, duration_s) VALUES (1, 1, 'old:pretrain', 'pretrain', '{}', '{}', "
-                "'failed', 'boom', 1, :s, :f, 90.0)"), {"s": started, "f": started + timedelta(seconds=90)})
+                "'failed', 'boom', 1, :s, :f, 90.0)"), {"s": STARTED, "f": STARTED + timedelta(seconds=90)})
+            for task in metric_tasks:
+                connection.execute(text(
+                    "INSERT INTO metrics (run_id, task, dataset, split, name, step, model, variant, value, "
+                    "recorded_at) VALUES (1, :task, 'd', 'val', 'm', 0, 'm', 'baseline', 0.5, :t)"),
+                    {"task": task, "t": STARTED})
     finally:
         engine.dispose()
+
+
+def test_upgrading_a_store_with_runs_keeps_each_run_as_its_first_attempt(store_url: str) -> None:
+    store_with_one_run(store_url, "0001_initial")
     assert upgrade(store_url) == head_revision()
-    with open_writer(store_url) as writer:
-        [attempt] = writer.attempts(1)
+    with open_reader(store_url) as reader:
+        [attempt] = reader.attempts(1).to_dict("records")
     assert attempt["status"] == "failed" and attempt["error"] == "boom"
-    assert attempt["started_at"] == started and attempt["duration_s"] == 90.0
+    assert attempt["started_at"] == STARTED and attempt["duration_s"] == 90.0
+
+
+def test_upgrading_renames_the_rotated_detection_task_and_downgrading_names_it_back(store_url: str) -> None:
+    store_with_one_run(store_url, "0002_run_attempts", "rotated_detection", "detection")
+    assert upgrade(store_url) == head_revision()
+    with open_reader(store_url) as reader:
+        assert sorted(reader.metrics()["task"]) == ["detection", "rotated"]
+    engine = make_engine(store_url)
+    try:
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0002_run_attempts")
+            assert sorted(connection.scalars(text("SELECT task FROM metrics"))) == ["detection", "rotated_detection"]
+    finally:
+        engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -11,13 +12,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from itpn.records import MetricRecord, model_size
 from services.store import (
-    MetricRow,
+    ResultsWriter,
     StoreError,
     StoreNotInitialisedError,
     StoreUnavailableError,
     model_family,
-    model_size,
     open_reader,
     open_writer,
     pareto_front,
@@ -26,6 +27,7 @@ from services.store import (
 
 BASE = "fast_itpn_base_patch16_224"
 TINY = "fast_itpn_tiny_patch16_224"
+T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
 
 def bench(model: str, variant: str, images_per_s: float, device: str = "cpu", batch: int = 64) -> dict[str, object]:
@@ -39,20 +41,25 @@ def bench(model: str, variant: str, images_per_s: float, device: str = "cpu", ba
     }
 
 
-def top1(model: str, variant: str, value: float, step: int = 0) -> MetricRow:
-    return MetricRow("classification", "imagenet", "val", "top1", value, step=step, model=model, variant=variant)
+def top1(model: str, variant: str, value: float, step: int = 0) -> MetricRecord:
+    return MetricRecord("classification", "imagenet", "val", "top1", value, step=step, model=model, variant=variant)
+
+
+def record(writer: ResultsWriter, experiment: str, run_key: str, minute: int, **rows: object) -> int:
+    """The id of a completed run of ``experiment`` that started ``minute`` minutes after T0, holding ``rows``."""
+    started = T0 + timedelta(minutes=minute)
+    return writer.record_run(experiment, run_key, started_at=started, finished_at=started + timedelta(seconds=30),
+                             **rows)["run_id"]
 
 
 def test_speedup_uses_the_same_runs_baseline_then_the_newest(store_url: str) -> None:
     with open_writer(store_url) as writer:
-        with writer.run("accel", "bench-a") as run_a:
-            writer.add_benchmarks(run_a, [bench(BASE, "baseline", 100.0), bench(BASE, "window", 190.0)])
-            writer.add_benchmarks(run_a, [bench(BASE, "baseline", 300.0, device="cuda")])
-        with writer.run("accel", "bench-b") as run_b:
-            writer.add_benchmarks(run_b, [bench(BASE, "baseline", 50.0), bench(BASE, "migration_20", 60.0)])
-        with writer.run("accel", "bench-c") as run_c:
-            writer.add_benchmarks(run_c, [bench(BASE, "migration_40", 127.0), bench(BASE, "window", 600.0, "cuda")])
-            writer.add_benchmarks(run_c, [bench(TINY, "window", 900.0)])
+        run_a = record(writer, "accel", "bench-a", 0, benchmarks=[
+            bench(BASE, "baseline", 100.0), bench(BASE, "window", 190.0), bench(BASE, "baseline", 300.0, device="cuda")])
+        run_b = record(writer, "accel", "bench-b", 1, benchmarks=[
+            bench(BASE, "baseline", 50.0), bench(BASE, "migration_20", 60.0)])
+        run_c = record(writer, "accel", "bench-c", 2, benchmarks=[
+            bench(BASE, "migration_40", 127.0), bench(BASE, "window", 600.0, "cuda"), bench(TINY, "window", 900.0)])
     with open_reader(store_url) as reader:
         rows = reader.benchmarks()
     speed = {(r.run_id, r.variant, r.device, r.model): r.speedup for r in rows.itertuples()}
@@ -65,27 +72,26 @@ def test_speedup_uses_the_same_runs_baseline_then_the_newest(store_url: str) -> 
 
 def test_accuracy_vs_speedup_one_point_per_variant(store_url: str) -> None:
     with open_writer(store_url) as writer:
-        with writer.run("accel", "eval") as run_id:
-            writer.add_metrics(
-                run_id,
-                [
-                    top1(BASE, "baseline", 88.0),
-                    top1(BASE, "migration_10", 85.0, step=1),
-                    top1(BASE, "migration_10", 87.8, step=5),  # the newest step counts
-                    top1(BASE, "window", 86.0),
-                    top1(BASE, "migration_40", 87.0),  # no benchmark: NaN speed-up
-                    MetricRow("classification", "imagenet", "val", "top5", 99.0, model=BASE, variant="window"),
-                    MetricRow("detection", "coco", "val", "bbox_mAP", 53.4, model=BASE, variant="baseline"),
-                    MetricRow("detection", "coco", "val", "bbox_mAP", 53.0, model=BASE, variant="window"),
-                    MetricRow("classification", "imagenet", "train", "top1", 99.0, model=BASE, variant="window"),
-                ],
-            )
-            writer.add_benchmarks(
-                run_id,
-                [bench(BASE, "baseline", 100.0), bench(BASE, "migration_10", 115.0), bench(BASE, "window", 190.0)],
-            )
-        with writer.run("other", "eval-other") as other:
-            writer.add_metrics(other, [top1(TINY, "baseline", 80.0)])
+        record(
+            writer,
+            "accel",
+            "eval",
+            0,
+            metrics=[
+                top1(BASE, "baseline", 88.0),
+                top1(BASE, "migration_10", 85.0, step=1),
+                top1(BASE, "migration_10", 87.8, step=5),  # the newest step counts
+                top1(BASE, "window", 86.0),
+                top1(BASE, "migration_40", 87.0),  # no benchmark: NaN speed-up
+                MetricRecord("classification", "imagenet", "val", "top5", 99.0, model=BASE, variant="window"),
+                MetricRecord("detection", "coco", "val", "bbox_mAP", 53.4, model=BASE, variant="baseline"),
+                MetricRecord("detection", "coco", "val", "bbox_mAP", 53.0, model=BASE, variant="window"),
+                MetricRecord("classification", "imagenet", "train", "top1", 99.0, model=BASE, variant="window"),
+            ],
+            benchmarks=[bench(BASE, "baseline", 100.0), bench(BASE, "migration_10", 115.0),
+                        bench(BASE, "window", 190.0)],
+        )
+        record(writer, "other", "eval-other", 1, metrics=[top1(TINY, "baseline", 80.0)])
     with open_reader(store_url) as reader:
         points = reader.accuracy_vs_speedup(experiment="accel", device="cpu")
         everything = reader.accuracy_vs_speedup()
@@ -129,8 +135,9 @@ def test_model_names_split_into_family_and_size() -> None:
 
 
 def test_reader_is_read_only(store_url: str) -> None:
-    with open_writer(store_url) as writer:
-        writer.record_experiment("accel")
+    with open_writer(store_url) as writer, writer.engine.begin() as connection:  # an experiment without runs
+        connection.execute(text("INSERT INTO experiments (name, description, created_at) "
+                                "VALUES ('accel', '', '2025-01-01')"))
     with open_reader(store_url) as reader:
         assert reader.is_empty()  # an experiment, no runs yet
         insert = text("INSERT INTO experiments (name, description, created_at) VALUES ('x', '', '2025-01-01')")
