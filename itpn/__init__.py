@@ -1,7 +1,8 @@
 """Fast-iTPN models, pre-training, fine-tuning, data and benchmarks.
 
-``import itpn`` loads no subpackage: ``import itpn.models`` registers the models with timm, and
-``itpn.records`` (the result rows the results store and the dashboard share) loads without torch.
+``import itpn`` registers the models with timm (``timm.create_model("fast_itpn_base_patch16_224")``), as
+``import timm`` registers timm's own; the result rows the store and the dashboard share are ``itpn.records``.
 """
+from . import models  # noqa: F401  (registers the models with timm)
 
 __version__ = "0.1.0"

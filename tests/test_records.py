@@ -1,10 +1,7 @@
-"""The result rows and their files: a malformed log names its line, a fine-tune writes its own tasks only,
-and the module loads without torch (the store and the dashboard import it)."""
+"""The result rows and their files: a malformed log names its line and a fine-tune writes its own tasks only."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,9 +23,3 @@ def test_fine_tunes_write_their_tasks_only(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown task 'pretrain'"):
         CurveWriter(str(tmp_path), restart=True).write([MetricRecord("pretrain", "in1k", "train", "loss", 1.0)])
     assert read_rows(str(tmp_path / "curve.jsonl")) == []
-
-
-def test_the_records_load_without_torch() -> None:
-    loaded = subprocess.run([sys.executable, "-c", "import sys, itpn.records, services.store; "
-                             "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
-    assert loaded.stdout.strip() == "False"

@@ -20,6 +20,8 @@ ENTRY_MODULES = {
     "finetune@rotated": "itpn.mmlab",
     "benchmark_acceleration": "itpn.bench.acceleration",
 }
+# Imported without being run: ``import itpn`` registers the models with timm, data preparation uses none.
+NOT_RUN = {"prepare_data": {"itpn/models"}}
 LIST_LIBRARY_CODE = """
 import json, sys
 import {module}
@@ -66,7 +68,7 @@ def test_each_stage_depends_on_the_code_it_runs(stage):
     assert process.returncode == 0, process.stderr
     files = [str(Path(path).resolve().relative_to(REPO)) for path in json.loads(process.stdout.splitlines()[-1])]
     imported = {path.rsplit("/", 1)[0] if path.count("/") > 1 else path for path in files}
-    imported -= {"itpn/__init__.py"}
+    imported -= {"itpn/__init__.py"} | NOT_RUN.get(stage, set())
     deps = stages()[stage]["deps"]
     missing = sorted(path for path in imported if not covered(path, deps))
     assert not missing, f"dvc.yaml stage {stage!r} runs code it does not list in deps: {missing}"
