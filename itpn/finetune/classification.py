@@ -2,10 +2,11 @@
 
 timm supplies the transform (RandAugment, random erasing), ``Mixup``, the losses, AdamW with
 layer-wise lr decay (our models' ``group_matcher``), the warm-up + cosine schedule, ``ModelEmaV3``
-and ``accuracy``; this module wires them into a loop that resumes exactly from any update (the data
-order and every random draw are functions of the seed and the position, ``itpn.data.order``, and the
-checkpoint, written every ``checkpoint_every`` updates and at each epoch's end, holds all optimisation
-state), runs under ``torchrun`` (DDP) and writes metrics rows and a training curve for the results store.
+and ``accuracy``; ``itpn.engine`` the checkpoint, the resume rule, the data order and the curve log.
+This module wires them into a loop that resumes exactly from any update (the data order and every random
+draw are functions of the seed and the position, ``itpn.data.order``, and the checkpoint, written every
+``checkpoint_every`` updates and at each epoch's end, holds all optimisation state), runs under ``torchrun``
+(DDP) and writes metrics rows and a training curve for the results store.
 """
 from __future__ import annotations
 

@@ -1,13 +1,14 @@
 """The pre-training loop: one process, or many under ``torchrun`` (DDP, or FSDP2 with ``fsdp=True``).
 
 An update is ``accum_steps`` micro-batches on every process; ``step`` counts updates. Every
-``checkpoint_every`` updates rank 0 writes ``checkpoint.pt`` atomically (temporary file, then
-rename) with the model, optimiser, scheduler, EMA teacher, gradient scaler and the position in
-the data order. Randomness is drawn from generators seeded by the position: augmentation and
-masks by the sample's place in the epoch's order, drop path by ``(seed, step, micro-step, rank)``.
-So the RNG state is a function of the position (the checkpoint stores the seed and the step), a
-resumed run repeats an uninterrupted one exactly, and without drop path a run on N processes
-repeats a one-process run with the same global batch. At the end the backbone + pyramid weights
+``checkpoint_every`` updates rank 0 writes ``checkpoint.pt`` atomically with the model, optimiser,
+scheduler, EMA teacher, gradient scaler and the position in the data order (``itpn.engine`` holds the
+checkpoint, the resume rule, the data order and the curve log ``metrics.jsonl``). Randomness is
+drawn from generators seeded by the position: augmentation and masks by the sample's place in the
+epoch's order, drop path by ``(seed, step, micro-step, rank)``. So the RNG state is a function of
+the position (the checkpoint stores the seed and the step), a resumed run repeats an uninterrupted
+one exactly, and without drop path a run on N processes repeats a one-process run with the same
+global batch. At the end the backbone + pyramid weights
 (``model.state_dict()`` of the ``pyramid=True`` model) are exported as ``backbone.safetensors``.
 """
 from __future__ import annotations
