@@ -104,6 +104,7 @@ class Checkpoint:
         self.schedule = dict(schedule)
 
     def exists(self) -> bool:
+        """Whether the run folder holds a checkpoint."""
         filesystem, path = fsspec.core.url_to_fs(self.url)
         return filesystem.exists(path)
 
@@ -180,6 +181,7 @@ class CurveLog:
             handle.writelines(kept)
 
     def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append ``rows`` (JSON-serialisable mappings, each with its ``step``), one line each."""
         with open(self.path, "a") as handle:
             handle.writelines(json.dumps(dict(row)) + "\n" for row in rows)
 
