@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping, TypeVar
@@ -160,32 +159,6 @@ def write_metrics(output_url: str, rows: Iterable[MetricRecord | Mapping[str, An
     url = join_url(output_url, "metrics.json")
     write_atomically(url, json.dumps(_fine_tune_rows(rows), indent=2).encode())
     return url
-
-
-class CurveWriter:
-    """Appends a fine-tune's training-curve rows to ``<output_url>/curve.jsonl`` as they come (kept across a
-    resume); ``restart`` empties the file first."""
-
-    def __init__(self, output_url: str, *, restart: bool):
-        self.url = join_url(output_url, "curve.jsonl")
-        filesystem, path = fsspec.core.url_to_fs(self.url)
-        filesystem.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        if restart or not filesystem.exists(path):
-            with filesystem.open(path, "w"):
-                pass
-
-    def write(self, rows: Iterable[MetricRecord]) -> None:
-        """Append ``rows``; raises ``ValueError`` (writing none of them) for a task not in ``TASKS``."""
-        lines = [json.dumps(row) + "\n" for row in _fine_tune_rows(rows)]
-        with fsspec.open(self.url, "a") as handle:
-            handle.writelines(lines)
-
-    def truncate_after(self, step: int) -> None:
-        """Drop rows written after ``step`` (work done after the checkpoint a run resumes from)."""
-        with fsspec.open(self.url, "r") as handle:
-            kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= step]
-        with fsspec.open(self.url, "w") as handle:
-            handle.writelines(kept)
 
 
 def read_rows(url: str) -> list[dict[str, Any]]:

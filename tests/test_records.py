@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from itpn.records import CurveWriter, MetricRecord, read_metrics_jsonl, read_rows, write_metrics
+from itpn.records import MetricRecord, read_metrics_jsonl, read_rows, write_metrics
 
 
 def test_a_malformed_metrics_log_names_file_and_line(tmp_path: Path) -> None:
@@ -21,5 +21,5 @@ def test_fine_tunes_write_their_tasks_only(tmp_path: Path) -> None:
     write_metrics(str(tmp_path), [row])
     assert read_rows(str(tmp_path / "metrics.json")) == [row.to_dict()]
     with pytest.raises(ValueError, match="unknown task 'pretrain'"):
-        CurveWriter(str(tmp_path), restart=True).write([MetricRecord("pretrain", "in1k", "train", "loss", 1.0)])
-    assert read_rows(str(tmp_path / "curve.jsonl")) == []
+        write_metrics(str(tmp_path), [row, MetricRecord("pretrain", "in1k", "train", "loss", 1.0)])
+    assert read_rows(str(tmp_path / "metrics.json")) == [row.to_dict()]  # nothing of the bad batch written

@@ -46,3 +46,11 @@ def sample_rng(seed: int, *keys: int) -> np.random.Generator:
 def check_size(name: str, value: int, minimum: int) -> None:
     if value < minimum or value % 16:
         raise ValueError(f"{name} must be a multiple of 16 and at least {minimum}, got {value}")
+
+
+def check_count_range(name: str, value: tuple[int, int]) -> tuple[int, int]:
+    """``value`` as ``(low, high)`` counts; ``ValueError`` naming ``name`` unless ``0 <= low <= high``."""
+    low, high = value
+    if not 0 <= low <= high:
+        raise ValueError(f"{name} must be (min, max) with 0 <= min <= max, got {value}")
+    return low, high

@@ -2,15 +2,15 @@
 
 timm supplies the transform (RandAugment, random erasing), ``Mixup``, the losses, AdamW with
 layer-wise lr decay (our models' ``group_matcher``), the warm-up + cosine schedule, ``ModelEmaV3``
-and ``accuracy``; this module wires them into a loop that resumes exactly from any update (the data
-order and every random draw are functions of the seed and the position, ``itpn.data.order``, and the
-checkpoint, written every ``checkpoint_every`` updates and at each epoch's end, holds all optimisation
-state), runs under ``torchrun`` (DDP) and writes metrics rows and a training curve for the results store.
+and ``accuracy``; ``itpn.engine`` the checkpoint, the resume rule, the data order and the curve log.
+This module wires them into a loop that resumes exactly from any update (the data order and every random
+draw are functions of the seed and the position, ``itpn.data.order``, and the checkpoint, written every
+``checkpoint_every`` updates and at each epoch's end, holds all optimisation state), runs under ``torchrun``
+(DDP) and writes metrics rows and a training curve for the results store.
 """
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
 
-import fsspec
 import numpy as np
 import timm
 import torch
@@ -29,27 +28,42 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, accuracy
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from itpn.data import ImageNetFolder, build_classification_transform
-from itpn.data.order import EpochSampler, SeededSamples, seed_all, step_seed, updates_per_epoch
-from itpn.files import join_url, write_atomically
+from itpn.data.order import SeededSamples, seed_all, step_seed, updates_per_epoch
+from itpn.engine import Checkpoint, CheckpointFormat, CurveLog, data_parallel, epoch_loader
+from itpn.files import join_url
 from itpn.models import load_checkpoint, save_safetensors
 from itpn.models.checkpoint import grid_metadata
 from itpn.models.checkpoint import read_safetensors_metadata as read_export_metadata
 from itpn.models.acceleration import set_acceleration
-from itpn.records import CurveWriter, MetricRecord, write_metrics
+from itpn.records import MetricRecord, write_metrics
 from itpn.runtime import Runtime, setup_runtime
 
 from .config import ClassificationConfig
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "model.safetensors"
+CURVE_NAME = "curve.jsonl"
 TASK = "classification"
+
+
+def _read_format_1(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 (no ``format`` key; before 2026-11-30) held the settings as JSON text and no resolved schedule."""
+    return {**state, "config": json.loads(state["config"])}
+
+
+# A resumed run may change where and how it runs, not what it trains: every other setting (the model and its
+# variant, the data subset, the optimiser, the schedule, the augmentation, the seed) must equal the checkpoint's.
+# data_url and pretrained are where the inputs live (the weights after the first update come from the checkpoint).
+CHECKPOINT_FORMAT = CheckpointFormat(
+    name="itpn-finetune/2", kind="fine-tuning",
+    free=frozenset({"pretrained", "eval_variants", "data_url", "dataset", "num_workers", "amp_dtype", "device",
+                    "output_url", "resume", "checkpoint_every", "stop_after_epochs", "log_every", "progress"}),
+    older={None: _read_format_1})
 
 
 @dataclass
@@ -139,21 +153,6 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
             "forward_seconds": forward_seconds}
 
 
-# --- checkpoints -------------------------------------------------------------------------------------
-def _save(url: str, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_atomically(url, buffer.getvalue())
-
-
-def _load(url: str) -> Optional[dict[str, Any]]:
-    filesystem, path = fsspec.core.url_to_fs(url)
-    if not filesystem.exists(path):
-        return None
-    with filesystem.open(path, "rb") as handle:
-        return torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
-
-
 # --- training ----------------------------------------------------------------------------------------
 class ClassificationTrainer:
     def __init__(self, config: ClassificationConfig, runtime: Optional[Runtime] = None):
@@ -191,14 +190,13 @@ class ClassificationTrainer:
             self.criterion = LabelSmoothingCrossEntropy(config.smoothing)
         else:
             self.criterion = nn.CrossEntropyLoss()
-        self.wrapped = self.model
-        if self.runtime.distributed:
-            ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
-            self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
+        self.wrapped = data_parallel(self.model, self.runtime)
         self.epoch = 0
         self.updates = 0
         self.epoch_losses: list[float] = []  # the training losses of the current epoch so far
-        self.checkpoint_url = join_url(config.output_url, CHECKPOINT_NAME)
+        self.checkpoint = Checkpoint(config.output_url, CHECKPOINT_FORMAT, self.runtime, config.to_dict(),
+                                     self.global_batch, {"updates_per_epoch": self.steps_per_epoch})
+        self.checkpoint_url = self.checkpoint.url
 
     @property
     def eval_model(self) -> nn.Module:
@@ -213,23 +211,10 @@ class ClassificationTrainer:
             "epoch": self.epoch,
             "updates": self.updates,
             "epoch_losses": list(self.epoch_losses),
-            "global_batch": self.global_batch,
-            "config": json.dumps(self.config.to_dict()),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        saved = json.loads(state["config"])
-        current = json.loads(json.dumps(self.config.to_dict()))  # tuples become lists, as in the saved copy
-        for key in ("model", "model_kwargs", "variant", "img_size", "epochs", "lr", "batch_size", "accum_steps",
-                    "max_steps_per_epoch", "seed"):
-            if saved.get(key) != current[key]:
-                raise ValueError(f"{self.checkpoint_url} was written by a run with {key}={saved.get(key)!r}, this "
-                                 f"run has {key}={current[key]!r}: use another output_url or resume=False to "
-                                 f"start over")
-        if state["global_batch"] != self.global_batch:
-            raise ValueError(f"{self.checkpoint_url} was written with a global batch of {state['global_batch']}, "
-                             f"this run has {self.global_batch}: the data order would not continue; keep batch_size "
-                             f"x accum_steps x processes the same to resume")
+        """Continue from ``state``, a checkpoint ``Checkpoint.load`` has read and found resumable."""
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.module.load_state_dict(state["ema"])
@@ -238,24 +223,23 @@ class ClassificationTrainer:
         self.epoch, self.updates = state["epoch"], state["updates"]
         self.epoch_losses = list(state["epoch_losses"])
 
-    def save(self) -> None:
-        if self.runtime.is_main:
-            _save(self.checkpoint_url, self.state())
+    def save(self, curve: Optional[CurveLog]) -> None:
+        """Write the checkpoint (rank 0) and publish the curve up to it."""
+        self.checkpoint.save(self.state())
+        if curve is not None:
+            curve.publish()
 
     def batches(self, start_update: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This process's micro-batches of the current epoch from update ``start_update`` on."""
         config = self.config
-        sampler = EpochSampler(len(self.train_data), config.batch_size, config.accum_steps, self.runtime.rank,
-                               self.runtime.world_size, config.seed, self.epoch, start_update)
-        loader = DataLoader(self.train_data, batch_size=config.batch_size, sampler=sampler,
-                            num_workers=config.num_workers, drop_last=True,
-                            pin_memory=self.runtime.device.type == "cuda", persistent_workers=False)
+        loader = epoch_loader(self.train_data, config.batch_size, config.accum_steps, self.runtime, config.seed,
+                              self.epoch, start_update, config.num_workers)
         for index, batch in enumerate(loader):
             if index >= (self.steps_per_epoch - start_update) * config.accum_steps:
                 break
             yield batch
 
-    def train_epoch(self, curve: CurveWriter) -> float:
+    def train_epoch(self, curve: Optional[CurveLog]) -> float:
         """The rest of the current epoch (all of it unless resumed in its middle)."""
         config, device = self.config, self.runtime.device
         self.wrapped.train()
@@ -291,31 +275,31 @@ class ClassificationTrainer:
             self.scheduler.step_update(self.updates)
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            if self.runtime.is_main and self.updates % config.log_every == 0:
+            if curve is not None and self.updates % config.log_every == 0:
                 lr = max(group["lr"] for group in self.optimizer.param_groups)
                 curve.write([self.record("train", "loss", float(np.mean(losses[-config.log_every:])), self.updates),
                              self.record("train", "lr", lr, self.updates)])
             if config.checkpoint_every and self.updates % config.checkpoint_every == 0 \
                     and self.updates % self.steps_per_epoch:  # the epoch's end saves after evaluation
-                self.save()
+                self.save(curve)
         bar.close()
         self.epoch += 1
         self.epoch_losses = []
         return float(np.mean(losses)) if losses else float("nan")
 
-    def record(self, split: str, name: str, value: float, step: int = 0, variant: Optional[str] = None) -> MetricRecord:
+    def record(self, split: str, name: str, value: float, step: int = 0) -> dict[str, Any]:
+        """A metric row of this run as the results store takes it (``MetricRecord``)."""
         return MetricRecord(TASK, self.config.dataset, split, name, value, step, self.config.model,
-                            self.config.variant if variant is None else variant)
+                            self.config.variant).to_dict()
 
     def fit(self) -> ClassificationResult:
         config = self.config
-        previous = _load(self.checkpoint_url) if config.resume else None
+        previous = self.checkpoint.load() if config.resume else None
         if previous is not None:
             self.restore(previous)
             log.info("resumed from %s at epoch %d (update %d)", self.checkpoint_url, self.epoch, self.updates)
-        curve = CurveWriter(config.output_url, restart=previous is None) if self.runtime.is_main else None
-        if curve is not None and previous is not None:
-            curve.truncate_after(self.updates)
+        curve = CurveLog(join_url(config.output_url, CURVE_NAME),
+                         None if previous is None else self.updates) if self.runtime.is_main else None
         last_epoch = config.epochs if config.stop_after_epochs is None else min(
             config.epochs, self.epoch + config.stop_after_epochs)
         autocast = _autocast(config, self.runtime.device)
@@ -330,7 +314,7 @@ class ClassificationTrainer:
                                for name in ("top1", "top5", "loss")])
                 log.info("epoch %d: train loss %.4f, val top-1 %.2f top-5 %.2f", self.epoch, train_loss,
                          scores["top1"], scores["top5"])
-            self.save()
+            self.save(curve)
         if not scores:  # nothing left to train: evaluate what the checkpoint holds
             scores = evaluate(self.eval_model, self.val_loader, self.runtime.device, autocast,
                               distributed=self.runtime.distributed)
@@ -352,18 +336,16 @@ class ClassificationTrainer:
             # the training variant's top-1/top-5 are already rows.
             if self.runtime.distributed:
                 dist.barrier()  # the export is written
-            seen = {(row.split, row.name, row.variant) for row in rows}
-            rows += [MetricRecord(**row) for row in evaluate_variants(
+            seen = {(row["split"], row["name"], row["variant"]) for row in rows}
+            rows += [row for row in evaluate_variants(
                 export_url, config.data_url, config.eval_variants, split=config.val_split, dataset=config.dataset,
                 batch_size=config.batch_size, num_workers=config.num_workers, runtime=self.runtime,
                 crop_pct=config.crop_pct, progress=config.progress and self.runtime.is_main)
                 if (row["split"], row["name"], row["variant"]) not in seen]
-        metrics = [row.to_dict() for row in rows]
         metrics_url = join_url(config.output_url, "metrics.json")
         if self.runtime.is_main:
             write_metrics(config.output_url, rows)
-        return ClassificationResult(metrics, metrics_url, join_url(config.output_url, "curve.jsonl"), export_url,
-                                    self.epoch)
+        return ClassificationResult(rows, metrics_url, join_url(config.output_url, CURVE_NAME), export_url, self.epoch)
 
 
 def run_classification(config: ClassificationConfig | dict[str, Any] | str) -> ClassificationResult:

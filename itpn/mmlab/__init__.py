@@ -17,14 +17,17 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from .backbone import ITPNBackbone
 from .datasets import ITPNADE20KDataset, ITPNCocoDataset
 from .dota import DOTAMergedMetric, ITPNDOTADataset, read_label_file
+from .metric_hook import MetricRecordsHook
 from .optim import LayerDecayOptimWrapperConstructor, layer_decay_groups
-from .runner import MetricRecordsHook, load_config, run_detection, run_rotated, run_segmentation, run_task
+from .random_state import RandomStateHook
+from .runner import load_config, run_detection, run_rotated, run_segmentation, run_task
 
 for _registry in (mmdet.registry.MODELS, mmseg.registry.MODELS, mmrotate.registry.MODELS):
     _registry.register_module(module=ITPNBackbone, force=True)
 
 __all__ = [
     "DOTAMergedMetric", "ITPNADE20KDataset", "ITPNBackbone", "ITPNCocoDataset", "ITPNDOTADataset", "LayerDecayOptimWrapperConstructor", "MetricRecordsHook",
+    "RandomStateHook",
     "layer_decay_groups", "load_config", "read_label_file", "run_detection", "run_rotated", "run_segmentation",
     "run_task",
 ]

@@ -1,41 +1,38 @@
 """The pre-training loop: one process, or many under ``torchrun`` (DDP, or FSDP2 with ``fsdp=True``).
 
 An update is ``accum_steps`` micro-batches on every process; ``step`` counts updates. Every
-``checkpoint_every`` updates rank 0 writes ``checkpoint.pt`` atomically (temporary file, then
-rename) with the model, optimiser, scheduler, EMA teacher, gradient scaler and the position in
-the data order. Randomness is drawn from generators seeded by the position: augmentation and
-masks by the sample's place in the epoch's order, drop path by ``(seed, step, micro-step, rank)``.
-So the RNG state is a function of the position (the checkpoint stores the seed and the step), a
-resumed run repeats an uninterrupted one exactly, and without drop path a run on N processes
-repeats a one-process run with the same global batch. At the end the backbone + pyramid weights
+``checkpoint_every`` updates rank 0 writes ``checkpoint.pt`` atomically with the model, optimiser,
+scheduler, EMA teacher, gradient scaler and the position in the data order (``itpn.engine`` holds the
+checkpoint, the resume rule, the data order and the curve log ``metrics.jsonl``). Randomness is
+drawn from generators seeded by the position: augmentation and masks by the sample's place in the
+epoch's order, drop path by ``(seed, step, micro-step, rank)``. So the RNG state is a function of
+the position (the checkpoint stores the seed and the step), a resumed run repeats an uninterrupted
+one exactly, and without drop path a run on N processes repeats a one-process run with the same
+global batch. At the end the backbone + pyramid weights
 (``model.state_dict()`` of the ``pyramid=True`` model) are exported as ``backbone.safetensors``.
 """
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-import fsspec
 import timm
 import torch
 import torch.distributed as dist
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from itpn.data.order import EpochSampler, sample_seed, step_seed, updates_per_epoch
-from itpn.files import join_url, write_atomically
+from itpn.data.order import sample_seed, step_seed, updates_per_epoch
+from itpn.engine import Checkpoint, CheckpointFormat, CurveLog, data_parallel, epoch_loader
+from itpn.files import join_url
 from itpn.runtime import Runtime, setup_runtime
 from itpn.models import HiViT, save_safetensors
 from itpn.models.checkpoint import grid_metadata
@@ -49,25 +46,33 @@ from .teachers import ClipTeacher, EMATeacher, check_clip_checkpoint
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
 EXPORT_NAME = "backbone.safetensors"
 METRICS_NAME = "metrics.jsonl"
-CHECKPOINT_FORMAT = "itpn-pretrain/2"
-# Format 1 (before 2026-11-30) meant by teacher='clip' what is now 'clip_visible_distill', and took the
-# EMA teacher's MFM targets at the visible units.
-FORMAT_1_MEANING = {"teacher": {"clip": "clip_visible_distill"}, "mfm_targets": "visible"}
 # An lr above this many times the linear-scaled one (blr * global batch / 256) is warned about. Ours, from
 # issue 11 item 8: at 107x (lr 1e-3, batch 16) pixel MIM alone took the generated ImageNet's fine-tune from
 # 95.5 % (no pre-training) to 59.5 % top-1, and at 53x a real 10-class set from 43.7 % to 26.5 %; at 32x,
 # 21x and 11x (lr 3e-4, 2e-4, 1e-4) it fine-tuned to 94.0, 95.5 and 97.5 %.
 LR_WARN_RATIO = 50.0
-# Settings a resumed run may change: where and how it runs, not what it trains. Every other setting (the
-# model, the objective and its teacher, the optimiser, the schedule, the seed) must equal the checkpoint's;
-# the global batch is checked on its own (batch_size and accum_steps may trade against the process count).
-RESUME_FREE_SETTINGS = frozenset({
-    "recipe", "data_url", "data_split", "clip_checkpoint", "num_workers", "batch_size", "accum_steps", "amp_dtype",
-    "device", "fsdp", "compile", "output_url", "checkpoint_every", "resume", "stop_after_steps", "progress",
-})
+
+
+def _read_format_1(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 (before 2026-11-30) meant by teacher='clip' what is now 'clip_visible_distill', took the EMA
+    teacher's MFM targets at the visible units and did not record the resolved schedule."""
+    config = dict(state["config"])
+    config["teacher"] = {"clip": "clip_visible_distill"}.get(config.get("teacher"), config.get("teacher"))
+    config.setdefault("mfm_targets", "visible")
+    return {**state, "config": config}
+
+
+# A resumed run may change where and how it runs, not what it trains: every other setting (the model, the
+# objective and its teacher, the optimiser, the schedule, the seed) must equal the checkpoint's; batch_size and
+# accum_steps may trade against the process count as long as the global batch stays (checked on its own).
+CHECKPOINT_FORMAT = CheckpointFormat(
+    name="itpn-pretrain/2", kind="pre-training",
+    free=frozenset({"recipe", "data_url", "data_split", "clip_checkpoint", "num_workers", "batch_size", "accum_steps",
+                    "amp_dtype", "device", "fsdp", "compile", "output_url", "checkpoint_every", "resume",
+                    "stop_after_steps", "progress"}),
+    older={"itpn-pretrain/1": _read_format_1})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -127,33 +132,6 @@ def _shard(module: nn.Module, blocks: nn.ModuleList) -> None:
     fully_shard(module)
 
 
-class MetricsLog:
-    """Per-update metrics as JSON lines. Written in place for local output; for object storage a
-    local copy is appended to and uploaded at every checkpoint and at the end."""
-
-    def __init__(self, url: str, keep_up_to_step: int):
-        self.url = url
-        filesystem, _ = fsspec.core.url_to_fs(url)
-        self.local = "file" in (filesystem.protocol if isinstance(filesystem.protocol, tuple) else (filesystem.protocol,))
-        self.path = url if self.local else os.path.join(tempfile.mkdtemp(prefix="itpn-metrics-"), METRICS_NAME)
-        lines = []
-        if filesystem.exists(url):  # a resumed run keeps the lines up to the checkpoint
-            with fsspec.open(url, "rt") as handle:
-                lines = [line for line in handle if line.strip() and json.loads(line)["step"] <= keep_up_to_step]
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        with open(self.path, "w") as handle:
-            handle.writelines(lines)
-
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def publish(self) -> None:
-        if not self.local:
-            with open(self.path, "rb") as handle:
-                write_atomically(self.url, handle.read())
-
-
 # --- the trainer ----------------------------------------------------------------------------
 class Trainer:
     """Holds the model, teacher, optimiser and schedule of one run; ``fit`` trains it."""
@@ -202,7 +180,9 @@ class Trainer:
         self.skipped_images = 0
         self.last_loss = float("nan")  # the loss of the last update (kept in checkpoints for a resumed finished run)
         self.last_checkpoint: Optional[str] = None
-        self.checkpoint_url = join_url(config.output_url, CHECKPOINT_NAME)
+        self.checkpoint = Checkpoint(config.output_url, CHECKPOINT_FORMAT, self.runtime, config.to_dict(),
+                                     self.global_batch, self.schedule())
+        self.checkpoint_url = self.checkpoint.url
 
     def _wrap(self, objective: nn.Module) -> nn.Module:
         model: nn.Module = objective
@@ -212,9 +192,8 @@ class Trainer:
             _shard(objective, objective.encoder.blocks)
             if self.ema_teacher is not None:
                 _shard(self.ema_teacher, self.ema_teacher.backbone.blocks)
-        elif self.runtime.distributed:
-            device_ids = [self.runtime.device.index] if self.runtime.device.type == "cuda" else None
-            model = DistributedDataParallel(objective, device_ids=device_ids)
+        else:
+            model = data_parallel(objective, self.runtime)
         if self.config.compile:
             model = torch.compile(model)
         return model
@@ -286,54 +265,22 @@ class Trainer:
             model = self.objective.state_dict()
             optimizer = self.optimizer.state_dict()
             teacher = self.ema_teacher.state_dict() if self.ema_teacher else None
-        return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "step": self.step,
-                "model": model, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+        return {"step": self.step, "model": model, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
                 "ema_teacher": teacher, "scaler": self.scaler.state_dict(),
                 "rng": {"seed": self.config.seed, "scheme": "seeded by sample position and (step, micro-step, rank)"},
                 "skipped_images": self.skipped_images, "last_loss": self.last_loss,
-                "world_size": self.runtime.world_size,
-                "global_batch": self.global_batch, "schedule": self.schedule()}
+                "world_size": self.runtime.world_size}
 
     def schedule(self) -> dict[str, Any]:
         """The schedule as run (resolved from epochs, the data size and the batch): refused if it changes."""
         return {"total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "peak_lr": self.lr}
 
-    def check_resumable(self, url: str, state: dict[str, Any]) -> None:
-        """Raise ``ValueError`` naming every setting in which this run differs from the one that wrote
-        ``url`` (model, objective, teacher, optimiser, schedule, global batch): continuing it would
-        silently train another run (as ``itpn.finetune``'s resume refuses)."""
-        if state.get("format") not in ("itpn-pretrain/1", CHECKPOINT_FORMAT):
-            raise ValueError(f"{url} is not an itpn pre-training checkpoint (format {state.get('format')!r})")
-        saved = json.loads(json.dumps(state.get("config", {})))  # tuples -> lists, as below
-        if state["format"] == "itpn-pretrain/1":
-            saved["teacher"] = FORMAT_1_MEANING["teacher"].get(saved.get("teacher"), saved.get("teacher"))
-            saved.setdefault("mfm_targets", FORMAT_1_MEANING["mfm_targets"])
-        current = json.loads(json.dumps(self.config.to_dict()))
-        differences = [f"{key}={saved[key]!r} there, {current[key]!r} here" for key in current
-                       if key not in RESUME_FREE_SETTINGS and key in saved and saved[key] != current[key]]
-        for key, value in state.get("schedule", {}).items():
-            if value != self.schedule()[key]:
-                differences.append(f"{key}={value!r} there, {self.schedule()[key]!r} here (the resolved schedule)")
-        if state["global_batch"] != self.global_batch:
-            differences.append(f"global batch {state['global_batch']} there, {self.global_batch} here (batch_size x "
-                               f"accum_steps x processes; the data order would not continue)")
-        if differences:
-            raise ValueError(f"cannot resume from {url}: it was written by a run with other settings: "
-                             f"{'; '.join(differences)}. Keep those settings to continue it, or start another run "
-                             f"(another output_url, or resume=False to overwrite this one)")
-
     def save_checkpoint(self) -> None:
-        state = self._state()  # every rank takes part in gathering FSDP shards
-        if self.runtime.is_main:
-            buffer = io.BytesIO()
-            torch.save(state, buffer)
-            write_atomically(self.checkpoint_url, buffer.getvalue())
+        self.checkpoint.save(self._state())  # every rank takes part in gathering FSDP shards
         self.last_checkpoint = self.checkpoint_url
 
-    def load_checkpoint(self, url: str) -> None:
-        with fsspec.open(url, "rb") as handle:
-            state = torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=False)
-        self.check_resumable(url, state)
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``, a checkpoint ``Checkpoint.load`` has read and found resumable."""
         if self.config.fsdp:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                                  set_optimizer_state_dict)
@@ -347,7 +294,7 @@ class Trainer:
             try:
                 self.objective.load_state_dict(state["model"])
             except RuntimeError as error:
-                raise ValueError(f"cannot resume from {url}: its weights do not fit this run's "
+                raise ValueError(f"cannot resume from {self.checkpoint_url}: its weights do not fit this run's "
                                  f"{type(self.objective).__name__} although the settings agree (written by other "
                                  f"code?): {error}") from error
             self.optimizer.load_state_dict(state["optimizer"])
@@ -359,7 +306,7 @@ class Trainer:
         self.skipped_images = state["skipped_images"]
         self.last_loss = state.get("last_loss", float("nan"))  # absent from checkpoints of before 2026-11-25
         self.scheduler.step_update(self.step)
-        self.last_checkpoint = url
+        self.last_checkpoint = self.checkpoint_url
 
     def export(self) -> str:
         """Backbone + pyramid weights, keys exactly as ``timm.create_model(model, pyramid=True)``."""
@@ -381,13 +328,10 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------
     def batches(self, epoch: int, start_update: int) -> Iterator[tuple[torch.Tensor, int]]:
-        sampler = EpochSampler(len(self.data), self.config.batch_size, self.config.accum_steps, self.runtime.rank,
-                               self.runtime.world_size, self.config.seed, epoch, start_update)
-        loader = DataLoader(self.data, batch_size=self.config.batch_size, sampler=sampler,
-                            num_workers=self.config.num_workers, collate_fn=collate_images,
-                            pin_memory=self.runtime.device.type == "cuda", drop_last=True,
-                            persistent_workers=False)
-        return iter(loader)
+        """This process's micro-batches (images, unreadable count) of ``epoch`` from ``start_update`` on."""
+        config = self.config
+        return iter(epoch_loader(self.data, config.batch_size, config.accum_steps, self.runtime, config.seed, epoch,
+                                 start_update, config.num_workers, collate_images))
 
     def mask_seeds(self, epoch: int, update: int, micro: int) -> list[int]:
         """Seeds of this process's masks in a micro-batch, keyed by the samples' places in the
@@ -399,11 +343,12 @@ class Trainer:
 
     def fit(self) -> PretrainResult:
         config, runtime = self.config, self.runtime
-        fs, _ = fsspec.core.url_to_fs(self.checkpoint_url)
-        if config.resume and fs.exists(self.checkpoint_url):
-            self.load_checkpoint(self.checkpoint_url)
+        state = self.checkpoint.load() if config.resume else None
+        if state is not None:
+            self.restore(state)
             log.info("resumed from %s at step %d", self.checkpoint_url, self.step)
-        metrics = MetricsLog(join_url(config.output_url, METRICS_NAME), self.step) if runtime.is_main else None
+        metrics = CurveLog(join_url(config.output_url, METRICS_NAME),
+                           None if state is None else self.step) if runtime.is_main else None
         end = self.total_steps if config.stop_after_steps is None else min(self.total_steps, config.stop_after_steps)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="pre-training", unit="step",
                    disable=not (runtime.is_main and config.progress), dynamic_ncols=True)
@@ -444,7 +389,7 @@ class Trainer:
                 record = {"step": self.step, "epoch": epoch, **reduced, "lr": self.optimizer.param_groups[0]["lr"],
                           "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
                           "img_per_s": self.global_batch / elapsed, "skipped_images": self.skipped_images}
-                metrics.write(record)
+                metrics.write([record])
             bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{self.global_batch / elapsed:.1f}")
             bar.update(1)
             if self.step % config.checkpoint_every == 0 or self.step == end:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import itpn.data as D
-from itpn.data.ade20k import generated_values
+from itpn.data.ade20k.generate import generated_values
 from itpn.data.fs import open_fs
 
 

@@ -12,7 +12,8 @@ from pycocotools import mask as mask_utils
 
 import itpn.data as D
 from itpn.data._render import class_style
-from itpn.data.coco import generated_categories, uncompressed_rle
+from itpn.data.coco.generate import generated_categories
+from itpn.data.coco.layout import uncompressed_rle
 from itpn.data.fs import open_fs
 
 

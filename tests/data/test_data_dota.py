@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import itpn.data as D
-from itpn.data.dota import window_starts
+from itpn.data.dota.patches import window_starts
 from itpn.data.fs import open_fs
 from itpn.data.geometry import clip_polygon, min_area_rect, poly_nms, polygon_area, polygon_iou, rectangle
 

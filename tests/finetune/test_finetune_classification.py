@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import timm
 import torch
@@ -130,6 +132,19 @@ def test_resume_refuses_a_checkpoint_of_another_run(imagenet_dir, tmp_path):
     run_classification(tiny_config(imagenet_dir, str(tmp_path), epochs=1, warmup_epochs=0))
     with pytest.raises(ValueError, match="lr=0.002.*resume=False"):
         run_classification(tiny_config(imagenet_dir, str(tmp_path), epochs=1, warmup_epochs=0, lr=1e-3))
+
+
+def test_resume_reads_a_checkpoint_written_before_checkpoints_named_their_format(imagenet_dir, tmp_path):
+    """Format 1 (before 2026-11-30): no format key, the settings as JSON text, no resolved schedule."""
+    plain = dict(mixup=0, cutmix=0, auto_augment=None, reprob=0, model_ema=False)
+    run_classification(tiny_config(imagenet_dir, str(tmp_path), stop_after_epochs=1, **plain))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["format"], state["schedule"]
+    state["config"] = json.dumps(state["config"])
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="lr=0.002 there, 0.001 here"):
+        run_classification(tiny_config(imagenet_dir, str(tmp_path), lr=1e-3, **plain))
+    assert run_classification(tiny_config(imagenet_dir, str(tmp_path), **plain)).epochs_done == 2
 
 
 def test_pretraining_export_initialises_the_backbone(imagenet_dir, tmp_path, tiny_export):
