@@ -19,7 +19,9 @@ def read_rows(url: str) -> list[dict[str, Any]]:
     """Metric rows of a JSONL curve written one metric per line (the fine-tunes' ``curve.jsonl``)."""
     with fsspec.open(url, "rt") as lines:
         return [json.loads(line) for line in lines if line.strip()]
-from .stages import REPO_ROOT, STAGES, StageResult, hardware
+from . import REPO_ROOT
+from .outline import STAGE_NAMES as STAGES
+from .stages.result import StageResult, hardware
 
 BENCHMARK_FIELDS = ("model", "variant", "resolution", "batch_size", "images_per_s", "device", "latency_ms",
                     "memory_mb", "gflops", "dtype")

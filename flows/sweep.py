@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from .params import FINETUNE_TASKS, PipelineParams
+from .outline import FINETUNE_TASKS
+from .params import PipelineParams
 
 SIZE_LETTERS = {"t": "tiny", "s": "small", "b": "base", "l": "large"}
 SIZES = set(SIZE_LETTERS.values())

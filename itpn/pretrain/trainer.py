@@ -41,7 +41,7 @@ from itpn.models import HiViT, save_safetensors
 from itpn.models.checkpoint import grid_metadata
 from itpn.models.hivit import PATCH_SIZE
 
-from .config import PretrainConfig
+from .config import EXPORT_NAME, PretrainConfig
 from .data import SkipUnreadable, collate_images, pretrain_transform
 from .masking import Mask, MaskGenerator
 from .objective import ClipDistillModel, IntegralPretrainModel
@@ -50,7 +50,6 @@ from .teachers import ClipTeacher, EMATeacher, check_clip_checkpoint
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
-EXPORT_NAME = "backbone.safetensors"
 METRICS_NAME = "metrics.jsonl"
 CHECKPOINT_FORMAT = "itpn-pretrain/2"
 # Format 1 (before 2026-11-30) meant by teacher='clip' what is now 'clip_visible_distill', and took the
