@@ -122,13 +122,16 @@ class ParamsError(ValueError):
 
 
 def _short(value: Any) -> str:
+    """A value as the message shows it: a whole section cut to its first 60 characters."""
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if isinstance(value, str) or len(text) <= 60 else text[:57] + "..."
 
 
-def _unknown(key: str, value: Any, known: typing.Iterable[str], what: str = "key") -> Problem:
+def _unknown(key: str, value: Any, known: typing.Iterable[str], what: str = "key", unknown_value: bool = False,
+             ) -> Problem:
+    """``key`` (or its ``value``, when ``unknown_value``) is none of ``known``: the nearest one is the fix."""
     known = sorted(known)
-    name = key.rsplit(".", 1)[-1]
+    name = str(value) if unknown_value else key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, known, n=1)
     listed = f"the {what}s here are {', '.join(known)}"
     return Problem(key, value, f"unknown {what}", f"rename it to {close[0]!r} ({listed})" if close else listed)
@@ -287,12 +290,13 @@ class PipelineParams(Strict):
 
         if timm.is_model(self.experiment.model):
             return []
-        return [_unknown("experiment.model", self.experiment.model, itpn.models.MODEL_NAMES, "model")]
+        return [_unknown("experiment.model", self.experiment.model, itpn.models.MODEL_NAMES, "model",
+                         unknown_value=True)]
 
     def _variant_problems(self, key: str, variants: list[str]) -> list[Problem]:
         from itpn.models import VARIANTS
 
-        return [_unknown(key, variant, VARIANTS, "acceleration variant") for variant in variants
+        return [_unknown(key, variant, VARIANTS, "acceleration variant", unknown_value=True) for variant in variants
                 if variant not in VARIANTS]
 
     def _openmmlab_problems(self, task: str, section: dict[str, Any]) -> list[Problem]:
