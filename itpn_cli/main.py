@@ -67,7 +67,7 @@ def _stage_table(stages: list[str], params: Any, started: float) -> Table:
         table.add_column(column, justify="right" if column in ("start", "seconds") else "left")
     for stage in stages:
         path = params.stage_dir(stage) / "result.json"
-        claimed = params.stage_dir(stage) / "run" / ".stage_key"
+        claimed = params.run_dir(stage) / ".stage_key"
         if path.exists() and path.stat().st_mtime >= started - 1:
             result = StageResult.read(path)
             begin = datetime.fromisoformat(result.started_at).timestamp() if result.started_at else None
