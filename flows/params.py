@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, ValidationError
 
 from flows import REPO_ROOT
 from flows.outline import FINETUNE_TASKS, RUN_FOLDER, STAGE_NAMES
@@ -74,7 +74,7 @@ class BenchmarkParams(Strict):
     """The acceleration benchmark of the experiment's model (``benchmarks/acceleration.py`` times
     the released sizes; this one times what the experiment fine-tuned)."""
 
-    resolutions: list[int] = Field(default_factory=lambda: [224])
+    resolutions: list[PositiveInt] = Field(default_factory=lambda: [224], description="image sizes in pixels")
     variants: list[str] = Field(default_factory=list, description="empty: every named variant")
     batch_size: int = Field(8, ge=1)
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -192,7 +192,8 @@ def _library_problems(config_class: type, values: dict[str, Any], prefix: str, b
             TypeAdapter(hints[name]).validate_python(value)
         except ValidationError as error:
             message = error.errors()[0]["msg"].replace("Input should be", "should be")
-            problems.append(Problem(key, value, message, _text_number_fix(key, value, message.replace("should be ", ""))))
+            expected = message.replace("should be ", "")
+            problems.append(Problem(key, value, message, _text_number_fix(key, value, expected)))
     if problems:
         return problems
     try:
@@ -278,10 +279,7 @@ class PipelineParams(Strict):
                 accepted = set(inspect.signature(GENERATORS[kind]).parameters) - {"url"}
                 problems += [_unknown(f"data.sets.{kind}.{name}", value, accepted, "generator argument")
                              for name, value in arguments.items() if name not in accepted]
-        problems += self._variant_problems("benchmark.variants", self.benchmark.variants)
-        problems += [Problem("benchmark.resolutions", size, "should be at least 1",
-                             "give image sizes in pixels, e.g. [224]") for size in self.benchmark.resolutions if size < 1]
-        return problems
+        return problems + self._variant_problems("benchmark.variants", self.benchmark.variants)
 
     def _model_problems(self) -> list[Problem]:
         import timm

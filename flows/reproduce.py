@@ -187,8 +187,8 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
 
     data_dir = str(root / "data" / "prepare_data")  # every job reads the one prepared data set
     base["experiment"]["stage_dirs"] = {"prepare_data": data_dir}
-    jobs = [Job("prepare_data", [], *_write(root / "data", _merge(base, {"experiment": {"output_dir": str(root / "data")}}),
-                                           check_data))]
+    data_values = _merge(base, {"experiment": {"output_dir": str(root / "data")}})
+    jobs = [Job("prepare_data", [], *_write(root / "data", data_values, check_data))]
     pretrainings: dict[str, Job] = {}
     for row in spec.rows:
         values = _merge(base, {"experiment": {"model_kwargs": row.model_kwargs}})
@@ -220,8 +220,8 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
             values["experiment"]["stage_dirs"]["pretrain"] = str(pretrainings[key].params.stage_dir("pretrain"))
         params_file, params = _write(row_dir, values, check_data)
         for task in tasks:
-            existing = next((job for job in jobs if job.params_file == params_file and job.stage == finetune_stage(task)),
-                            None)
+            existing = next((job for job in jobs
+                             if job.params_file == params_file and job.stage == finetune_stage(task)), None)
             if existing is None:
                 jobs.append(Job(finetune_stage(task), [row.name], params_file, params))
             else:
