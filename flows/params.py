@@ -147,7 +147,13 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return model
 
 
+def _should(message: str) -> str:
+    """Pydantic's "Input should be X" as "should be X"."""
+    return message.replace("Input should be", "should be")
+
+
 def _pydantic_problems(error: ValidationError, model: type[BaseModel], prefix: str = "") -> list[Problem]:
+    """A pydantic ``error`` of ``model`` (the section ``prefix``, if any) as problems, one per key."""
     problems = []
     for item in error.errors():
         key = ".".join([prefix, *map(str, item["loc"])] if prefix else map(str, item["loc"]))
@@ -159,12 +165,14 @@ def _pydantic_problems(error: ValidationError, model: type[BaseModel], prefix: s
         elif item["type"] == "missing":
             problems.append(Problem(key, ..., "missing", f"add {key}; {EXAMPLE}"))
         else:
-            problems.append(Problem(key, value, item["msg"].replace("Input should be", "should be"),
-                                    f"set {key} to a value that {item['msg'].replace('Input should be', 'is')}"))
+            message = _should(item["msg"])
+            fix = f"set {key} to a value that {message.replace('should', 'must')}"
+            problems.append(Problem(key, value, message, fix))
     return problems
 
 
 def _text_number_fix(key: str, value: Any, expected: str) -> str:
+    """The fix for ``key``: a value ``expected`` describes; for a number YAML read as text, how to write it."""
     if isinstance(value, str):
         try:
             float(value)
@@ -182,18 +190,19 @@ def _library_problems(config_class: type, values: dict[str, Any], prefix: str, b
     from itpn.config import ConfigValueError
 
     hints = typing.get_type_hints(config_class)
+    fields = [field.name for field in dataclasses.fields(config_class)]
     problems = []
     for name, value in values.items():
         key = f"{prefix}.{name}"
-        if name not in hints or name not in {field.name for field in dataclasses.fields(config_class)}:
-            problems.append(_unknown(key, value, [field.name for field in dataclasses.fields(config_class)]))
+        if name not in fields:
+            problems.append(_unknown(key, value, fields))
             continue
         try:
             TypeAdapter(hints[name]).validate_python(value)
         except ValidationError as error:
-            message = error.errors()[0]["msg"].replace("Input should be", "should be")
-            expected = message.replace("should be ", "")
-            problems.append(Problem(key, value, message, _text_number_fix(key, value, expected)))
+            message = _should(error.errors()[0]["msg"])
+            fix = _text_number_fix(key, value, message.removeprefix("should be "))
+            problems.append(Problem(key, value, message, fix))
     if problems:
         return problems
     try:

@@ -40,8 +40,8 @@ class StageResult:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(asdict(self), indent=2))
         temporary.replace(path)
-        flat = {f"{m['task']}/{m['dataset']}/{m['split']}/{m['name']}" + (f"/{m['variant']}" if m.get("variant") else ""):
-                m["value"] for m in self.metrics}
+        flat = {f"{m['task']}/{m['dataset']}/{m['split']}/{m['name']}"
+                + (f"/{m['variant']}" if m.get("variant") else ""): m["value"] for m in self.metrics}
         (directory / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True))
         write_curves_csv(self.curves, directory / "curves.csv")
         return path
