@@ -1,13 +1,7 @@
 """The deployments in ``prefect.yaml`` as a user runs them: a real Prefect server on 127.0.0.1, the
 process work pool, ``prefect deploy --all``, a worker; a run of the nightly benchmark deployment
 completes and its rows land in the results store."""
-import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,108 +10,11 @@ import pytest
 from services.store import open_reader
 
 from flow_params import TINY_PARAMS, write_params
+from prefect_helpers import BIN, FINAL_STATES, log_tail, stop
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-POOLS = ("itpn-cpu", "itpn-gpu")  # prefect.yaml's work pools
 RUN_TIMEOUT_S = 300
-FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Teardown: SIGTERM its process group, SIGKILL after 30 s. How fast a process exits is Prefect's
-    business, not the product's: the tests assert on what the runs produced, never on this."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
-
-
-@pytest.fixture
-def prefect_env(tmp_path) -> dict[str, str]:
-    """A private Prefect home, no analytics or UI, every client pointed at a server on 127.0.0.1."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
-    env.update({
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "DO_NOT_TRACK": "1",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(REPO),
-        "ITPN_REPO_DIR": str(REPO),
-        "ITPN_STORE_URL": f"sqlite:///{tmp_path / 'results.db'}",
-    })
-    return env
-
-
-@pytest.fixture
-def prefect_server(prefect_env, tmp_path):
-    """``prefect server start`` until healthy; stopped at teardown, after the run-once worker has exited."""
-    log = tmp_path / "server.log"
-    api = prefect_env["PREFECT_API_URL"]
-    port = prefect_env["PREFECT_SERVER_API_PORT"]
-    with log.open("w") as output:
-        process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
-                                   env=prefect_env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"prefect server exited with {process.returncode}:\n{log_tail(log)}")
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prefect server was not healthy within 120 s:\n{log_tail(log)}")
-            time.sleep(1)
-        yield api
-    finally:
-        stop(process)
-
-
-def prefect_cli(env: dict[str, str], cwd: Path, *arguments: str) -> str:
-    process = subprocess.run([str(BIN / "prefect"), *arguments], env=env, cwd=cwd, capture_output=True, text=True,
-                             timeout=180)
-    assert process.returncode == 0, f"prefect {' '.join(arguments)} failed:\n{process.stdout}\n{process.stderr}"
-    return process.stdout
-
-
-@pytest.fixture
-def deployed(prefect_server, prefect_env, tmp_path) -> str:
-    """The work pool and every deployment of the repository's ``prefect.yaml``, deployed from a working
-    directory outside the checkout (the deployments' pull step points runs back at ``ITPN_REPO_DIR``)."""
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(REPO / "prefect.yaml", project / "prefect.yaml")
-    (project / "flows").symlink_to(REPO / "flows", target_is_directory=True)
-    for pool in POOLS:
-        prefect_cli(prefect_env, project, "work-pool", "create", pool, "--type", "process")
-    prefect_cli(prefect_env, project, "--no-prompt", "deploy", "--all")
-    return prefect_server
 
 
 def deployment(api: str, flow_name: str, deployment_name: str) -> dict:

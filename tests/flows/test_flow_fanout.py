@@ -5,7 +5,6 @@ later sweep reuses the pre-training whose key is unchanged."""
 from dataclasses import asdict
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows import pipeline
 from flows.record import result_rows
@@ -16,13 +15,7 @@ from flow_params import write_params
 CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 1, "warmup_epochs": 0, "num_workers": 0,
                   "model_ema": False, "mixup": 0.0, "cutmix": 0.0, "progress": False, "eval_variants": []}
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def metric_keys(result) -> set[tuple]:

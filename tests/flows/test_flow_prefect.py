@@ -1,18 +1,13 @@
 """The Prefect flows against a real (temporary) Prefect server: results land in the store once,
 re-runs add no duplicates, a failed stage leaves a failed run with its error."""
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows import pipeline
 from services.store import open_reader
 
 from flow_params import write_params
 
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_pretrain_flow_records_curve_and_export_once(tiny_params, store_url):

@@ -3,11 +3,8 @@
 dispatching every stage to its own deployment. Data preparation runs on the CPU pool, training on the
 GPU pool; the two fine-tunes overlap in time (from their recorded start and end) and every result is in
 the store once. Workers are stopped only after every flow run has ended, so none is cut short."""
-import os
-import signal
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,10 +12,8 @@ import pytest
 from services.store import open_reader
 
 from flow_params import write_params
-from test_flow_deployment import BIN, REPO, log_tail, prefect_cli, prefect_env, prefect_server  # noqa: F401
+from prefect_helpers import BIN, FINAL_STATES, POOLS, log_tail, stop
 
-POOLS = ("itpn-cpu", "itpn-gpu")
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 TIMEOUT_S = 900
 # 150 epochs of 12 images: about 17 s of training alone, longer than two flow-run processes' start can
 # differ under load (8 s seen in CI with 1 epoch, 3 s long: they ran one after the other).
@@ -28,57 +23,38 @@ CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 150, "warmup_epochs
 pytestmark = pytest.mark.slow
 
 
-def flow_runs(api: str) -> list[dict]:
+def flow_runs(api: str, since: str = "") -> list[dict]:
+    """Every flow run on the server created at or after ``since`` (an ISO time; the server is shared by the
+    session's deployment tests)."""
     response = httpx.post(f"{api}/flow_runs/filter", json={"limit": 200}, timeout=30)
     assert response.status_code == 200, response.text
-    return response.json()
-
-
-def stop_worker(process: subprocess.Popen) -> None:
-    """SIGINT (a worker's Ctrl-C: it stops polling and exits), then SIGTERM, then SIGKILL; its process
-    group each time. Called once every flow run has ended, so nothing it runs is cut short."""
-    for sig, wait_s in ((signal.SIGINT, 20), (signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        if process.poll() is not None:
-            return
-        os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
+    return [run for run in response.json() if run["created"] >= since]
 
 
 @pytest.fixture
-def workers(prefect_server, prefect_env, tmp_path):
-    """Both pools, every deployment of prefect.yaml (deployed from outside the checkout), a process worker
-    per pool. Teardown waits for every flow run to end before stopping the workers, then the server."""
-    env = {**prefect_env, "ITPN_STATE_DIR": str(tmp_path / "state")}
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "prefect.yaml").write_text((REPO / "prefect.yaml").read_text())
-    (project / "flows").symlink_to(REPO / "flows", target_is_directory=True)
-    for pool in POOLS:
-        prefect_cli(env, project, "work-pool", "create", pool, "--type", "process")
-    prefect_cli(env, project, "--no-prompt", "deploy", "--all")
+def workers(deployed, prefect_env, tmp_path):
+    """A process worker per pool of prefect.yaml (deployed once for the session). Teardown waits for every
+    flow run to end, then stops both workers at once."""
     processes, logs = [], {}
     for pool in POOLS:
         logs[pool] = tmp_path / f"worker-{pool}.log"
         with logs[pool].open("w") as output:
-            processes.append(subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool], env=env,
-                                              cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
+            processes.append(subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool],
+                                              env=prefect_env, cwd=tmp_path, stdout=output,
+                                              stderr=subprocess.STDOUT, start_new_session=True))
     try:
-        yield env, logs
+        yield prefect_env, logs
     finally:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and any(run["state_type"] not in FINAL for run in flow_runs(prefect_server)):
+        while time.monotonic() < deadline and any(run["state_type"] not in FINAL_STATES
+                                                  for run in flow_runs(deployed)):
             time.sleep(2)
-        for process in processes:
-            stop_worker(process)
+        stop(*processes)
 
 
-def test_a_sweep_of_two_variants_on_two_workers(workers, prefect_server, tmp_path):
+def test_a_sweep_of_two_variants_on_two_workers(workers, deployed, tmp_path):
     env, logs = workers
-    api = prefect_server
+    api = deployed
     params = write_params(tmp_path, experiment={"cpu_jobs": 2}, finetune={"classification": CLASSIFICATION})
     sweep = httpx.get(f"{api}/deployments/name/sweep/sweep", timeout=30).json()
     response = httpx.post(f"{api}/deployments/{sweep['id']}/create_flow_run", timeout=30, json={"parameters": {
@@ -87,7 +63,7 @@ def test_a_sweep_of_two_variants_on_two_workers(workers, prefect_server, tmp_pat
     assert response.status_code == 201, response.text
     run = response.json()
     deadline = time.monotonic() + TIMEOUT_S
-    while run["state"]["type"] not in FINAL:
+    while run["state"]["type"] not in FINAL_STATES:
         assert time.monotonic() < deadline, "sweep still running; workers:\n" + "\n".join(
             f"{pool}:\n{log_tail(log)}" for pool, log in logs.items())
         time.sleep(3)
@@ -97,7 +73,7 @@ def test_a_sweep_of_two_variants_on_two_workers(workers, prefect_server, tmp_pat
 
     by_flow: dict[str, list[dict]] = {}
     names = {flow["id"]: flow["name"] for flow in httpx.post(f"{api}/flows/filter", json={}, timeout=30).json()}
-    for flow_run in flow_runs(api):
+    for flow_run in flow_runs(api, since=run["created"]):
         by_flow.setdefault(names[flow_run["flow_id"]], []).append(flow_run)
     assert {r["work_pool_name"] for r in by_flow["prepare_data"]} == {"itpn-cpu"}
     assert {r["work_pool_name"] for r in by_flow["pretrain"] + by_flow["finetune_classification"]} == {"itpn-gpu"}
