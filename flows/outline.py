@@ -9,6 +9,9 @@ to ``STAGE_NAMES``.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent  # stages run here; params.yaml's config paths are relative to it
 FINETUNE_TASKS = {
     "classification": {"data": "imagenet", "library": "itpn/finetune"},
     "detection": {"data": "coco", "library": "itpn/mmlab"},

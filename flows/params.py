@@ -26,8 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, ValidationError
 
-from flows import REPO_ROOT
-from flows.outline import FINETUNE_TASKS, RUN_FOLDER, STAGE_NAMES
+from .outline import FINETUNE_TASKS, REPO_ROOT, RUN_FOLDER, STAGE_NAMES
 
 OPENMMLAB_TASKS = tuple(task for task, spec in FINETUNE_TASKS.items() if spec["library"] == "itpn/mmlab")
 EXAMPLE = "the repository's params.yaml shows every section with working values"

@@ -19,8 +19,7 @@ def read_rows(url: str) -> list[dict[str, Any]]:
     """Metric rows of a JSONL curve written one metric per line (the fine-tunes' ``curve.jsonl``)."""
     with fsspec.open(url, "rt") as lines:
         return [json.loads(line) for line in lines if line.strip()]
-from . import REPO_ROOT
-from .outline import STAGE_NAMES as STAGES
+from .outline import REPO_ROOT, STAGE_NAMES as STAGES
 from .stages.result import StageResult, hardware
 
 BENCHMARK_FIELDS = ("model", "variant", "resolution", "batch_size", "images_per_s", "device", "latency_ms",

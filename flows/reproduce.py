@@ -34,8 +34,7 @@ from prefect.cache_policies import NO_CACHE
 from services.paper_tables import experiment_name
 from services.store import open_writer
 
-from . import REPO_ROOT
-from .outline import FINETUNE_TASKS, finetune_stage
+from .outline import FINETUNE_TASKS, REPO_ROOT, finetune_stage
 from .params import PipelineParams
 from .record import git_commit, result_rows, result_times
 from .stages.result import StageResult

@@ -16,8 +16,7 @@ from prefect.runtime import flow_run
 
 from services.store import open_writer
 
-from . import REPO_ROOT
-from .outline import STAGE_NAMES
+from .outline import REPO_ROOT, STAGE_NAMES
 from .params import PipelineParams
 from .record import record_stage_result
 from .report import publish_stage

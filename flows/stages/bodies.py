@@ -7,10 +7,8 @@ import os
 from dataclasses import asdict
 from typing import Any, Callable
 
-from flows import REPO_ROOT
-from flows.outline import FINETUNE_TASKS, finetune_stage
-from flows.params import OPENMMLAB_TASKS, PipelineParams
-
+from ..outline import FINETUNE_TASKS, REPO_ROOT, finetune_stage
+from ..params import OPENMMLAB_TASKS, PipelineParams
 from .result import StageResult
 
 RUNNERS = {"detection": "run_detection", "segmentation": "run_segmentation", "rotated": "run_rotated"}  # itpn.mmlab

@@ -20,10 +20,8 @@ import hashlib
 import json
 from typing import Any
 
-from flows import REPO_ROOT
-from flows.outline import DISTRIBUTED_STAGES, FINETUNE_TASKS, finetune_stage
-from flows.params import PipelineParams
-
+from ..outline import DISTRIBUTED_STAGES, FINETUNE_TASKS, REPO_ROOT, finetune_stage
+from ..params import PipelineParams
 from .result import StageResult
 
 CODE_ROOTS = ("itpn", "configs", "flows/outline.py", "flows/params.py", "flows/stages")

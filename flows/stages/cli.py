@@ -8,9 +8,8 @@ import json
 import os
 import sys
 
-from flows.outline import DISTRIBUTED_STAGES, STAGE_NAMES
-from flows.params import ParamsError, PipelineParams
-
+from ..outline import DISTRIBUTED_STAGES, STAGE_NAMES
+from ..params import ParamsError, PipelineParams
 from .run import run_stage
 
 

@@ -5,8 +5,7 @@ import os
 import time
 from datetime import UTC, datetime
 
-from flows.params import PipelineParams
-
+from ..params import PipelineParams
 from .bodies import STAGES
 from .cache import stage_key
 from .result import StageResult, hardware
