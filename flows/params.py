@@ -1,20 +1,35 @@
-"""The pipeline's parameters: ``params.yaml``, typed, so the CLI, Prefect and DVC validate them alike.
+"""The pipeline's parameters (``params.yaml``), read once and checked whole before anything runs.
 
-Each section is handed to the library's own config (``PretrainConfig`` and the fine-tuning
-configs), which reject unknown keys by name; this file fixes only the pipeline's outline.
+``PipelineParams.load`` parses the file and collects every problem in it, each one line naming the
+file, the key, the value and the fix (``ParamsError``): the outline's own keys through the pydantic
+models below, and every library section through the library's own config, so its fields are typed
+once, in the library: ``pretrain`` as ``PretrainConfig``, ``finetune.classification`` as
+``ClassificationConfig`` (their field types and ``RANGES``), the OpenMMLab sections' keys, config files
+and variants, and ``data.sets``' generator arguments. With ``check_data`` the data sets themselves must
+be where ``data.root`` says when they are not generated.
+
+Folders: ``experiment.output_dir`` holds one folder per stage (``stage_dir``, unless
+``experiment.stage_dirs`` shares one with other experiments), each with its library files in
+``run_dir``; relative locations are relative to the parameters file.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
 import os
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, ValidationError
 
-DATA_KINDS = ("imagenet", "coco", "ade20k", "dota")
-FINETUNE_TASKS = ("classification", "detection", "segmentation", "rotated")
-STAGE_NAMES = ("prepare_data", "pretrain", *(f"finetune_{task}" for task in FINETUNE_TASKS), "benchmark_acceleration")
+from .outline import FINETUNE_TASKS, REPO_ROOT, RUN_FOLDER, STAGE_NAMES
+
+OPENMMLAB_TASKS = tuple(task for task, spec in FINETUNE_TASKS.items() if spec["library"] == "itpn/mmlab")
+EXAMPLE = "the repository's params.yaml shows every section with working values"
 
 
 def _anchor(location: str, base: Path) -> str:
@@ -35,7 +50,7 @@ class ExperimentParams(Strict):
     gpus: int = Field(1, ge=0, description="GPUs per node for torchrun; 1 runs in one process")
     cpu_jobs: int = Field(2, ge=1, description="training stages at once on CPU (the slots of the `cpu-training` "
                           "concurrency limit when it is created; the fastest bound for the demo on 2 cores, README)")
-    output_dir: str = "outputs"
+    output_dir: str = Field("outputs", description="one folder per stage (params.stage_dir), relative to this file")
     stage_dirs: dict[str, str] = Field(default_factory=dict, description="per-stage output folders shared with other "
                                        "experiments (a sweep's data, pre-training and benchmark); default "
                                        "<output_dir>/<stage>")
@@ -50,67 +65,318 @@ class DataParams(Strict):
     root: str = "outputs/data"
     generate: bool = True
     strict: bool = False
-    sets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    sets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="the data sets to prepare (kind -> "
+                                            "generator arguments; with generate: false only the kinds count)")
 
 
 class BenchmarkParams(Strict):
     """The acceleration benchmark of the experiment's model (``benchmarks/acceleration.py`` times
     the released sizes; this one times what the experiment fine-tuned)."""
 
-    resolutions: list[int] = Field(default_factory=lambda: [224])
+    resolutions: list[PositiveInt] = Field(default_factory=lambda: [224], description="image sizes in pixels")
     variants: list[str] = Field(default_factory=list, description="empty: every named variant")
-    batch_size: int = 8
-    dtype: str = "fp32"
-    window_size: int | None = Field(None, description="tokens per window side for the windowed variants")
-    warmup: int = 2
-    iterations: int = 5
-    rounds: int = 2
+    batch_size: int = Field(8, ge=1)
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    window_size: int | None = Field(None, ge=1, description="tokens per window side for the windowed variants")
+    warmup: int = Field(2, ge=0)
+    iterations: int = Field(5, ge=1)
+    rounds: int = Field(2, ge=1)
     pyramid: bool = Field(True, description="time the dense-prediction model (backbone + pyramid, as Fig. 5); "
                                             "false: the backbone the classifier runs")
-    clock: str = Field("wall", description="wall, or process: CPU seconds on one thread, for a shared CPU")
+    clock: Literal["wall", "process"] = Field("wall", description="wall, or process: CPU seconds on one thread, "
+                                                                  "for a shared CPU")
+
+
+class OpenMMLabSection(Strict):
+    """A COCO / ADE20K / DOTA fine-tune: an OpenMMLab config of ``configs/`` and changes to it."""
+
+    config: str = Field(description="the OpenMMLab config, relative to the repository")
+    cfg_options: dict[str, Any] = Field(default_factory=dict, description="mmengine overrides, dotted keys")
+    variant: str | None = Field(None, description="acceleration variant while fine-tuning")
+    eval_variants: list[str] = Field(default_factory=list, description="also evaluate the weights under these")
+    pretrained: str | None = Field(None, description="weights to start from (default: the pre-training export)")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a parameters file: the dotted ``key``, its ``value`` (``...`` when the key is missing
+    or the problem is the section's), what is wrong and how to fix it."""
+
+    key: str
+    value: Any
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        shown = "" if self.value is ... else f" = {_short(self.value)}"
+        return f"{self.key}{shown}: {self.problem}. Fix: {self.fix}."
+
+
+class ParamsError(ValueError):
+    """Every problem of a parameters file, one line each, naming the file."""
+
+    def __init__(self, path: Path | str, problems: list[Problem]) -> None:
+        super().__init__("\n".join(f"{path}: {problem}" for problem in problems))
+        self.path, self.problems = path, problems
+
+
+def _short(value: Any) -> str:
+    """A value as the message shows it: a whole section cut to its first 60 characters."""
+    text = repr(value)
+    return text if isinstance(value, str) or len(text) <= 60 else text[:57] + "..."
+
+
+def _unknown(key: str, value: Any, known: typing.Iterable[str], what: str = "key", unknown_value: bool = False,
+             ) -> Problem:
+    """``key`` (or its ``value``, when ``unknown_value``) is none of ``known``: the nearest one is the fix."""
+    known = sorted(known)
+    name = str(value) if unknown_value else key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, known, n=1)
+    listed = f"the {what}s here are {', '.join(known)}"
+    return Problem(key, value, f"unknown {what}", f"rename it to {close[0]!r} ({listed})" if close else listed)
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that holds the key at ``loc`` (its last element), if it is a model's field."""
+    for part in loc[:-1]:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (inspect.isclass(annotation) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _should(message: str) -> str:
+    """Pydantic's "Input should be X" as "should be X"."""
+    return message.replace("Input should be", "should be")
+
+
+def _pydantic_problems(error: ValidationError, model: type[BaseModel], prefix: str = "") -> list[Problem]:
+    """A pydantic ``error`` of ``model`` (the section ``prefix``, if any) as problems, one per key."""
+    problems = []
+    for item in error.errors():
+        key = ".".join([prefix, *map(str, item["loc"])] if prefix else map(str, item["loc"]))
+        value = item.get("input", ...)
+        if item["type"] == "extra_forbidden":
+            holder = _model_at(model, item["loc"])
+            what = "section" if len(item["loc"]) == 1 and not prefix else "key"
+            problems.append(_unknown(key, value, holder.model_fields if holder else [], what))
+        elif item["type"] == "missing":
+            problems.append(Problem(key, ..., "missing", f"add {key}; {EXAMPLE}"))
+        else:
+            message = _should(item["msg"])
+            fix = f"set {key} to a value that {message.replace('should', 'must')}"
+            problems.append(Problem(key, value, message, fix))
+    return problems
+
+
+def _text_number_fix(key: str, value: Any, expected: str) -> str:
+    """The fix for ``key``: a value ``expected`` describes; for a number YAML read as text, how to write it."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            pass
+        else:
+            return f"write {key}: {float(value)!r} (YAML reads a number without a dot, like {value}, as text)"
+    return f"set {key} to {expected}"
+
+
+def _library_problems(config_class: type, values: dict[str, Any], prefix: str, build: typing.Callable[[], Any],
+                      ) -> list[Problem]:
+    """The section ``values`` checked against the library config ``config_class``: unknown keys, each value
+    against its field's own type, then the config built by ``build`` (its ranges and cross-checks)."""
+    from itpn.config import ConfigValueError
+
+    hints = typing.get_type_hints(config_class)
+    fields = [field.name for field in dataclasses.fields(config_class)]
+    problems = []
+    for name, value in values.items():
+        key = f"{prefix}.{name}"
+        if name not in fields:
+            problems.append(_unknown(key, value, fields))
+            continue
+        try:
+            TypeAdapter(hints[name]).validate_python(value)
+        except ValidationError as error:
+            message = _should(error.errors()[0]["msg"])
+            fix = _text_number_fix(key, value, message.removeprefix("should be "))
+            problems.append(Problem(key, value, message, fix))
+    if problems:
+        return problems
+    try:
+        build()
+    except ConfigValueError as error:
+        key = f"{prefix}.{error.key}"
+        return [Problem(key, error.value, f"must be {error.expected}", _text_number_fix(key, error.value,
+                                                                                         error.expected))]
+    except ValueError as error:
+        return [Problem(prefix, ..., str(error), f"change {prefix} as the message says; {EXAMPLE}")]
+    return []
 
 
 class PipelineParams(Strict):
     experiment: ExperimentParams = Field(default_factory=ExperimentParams)
     data: DataParams = Field(default_factory=DataParams)
-    pretrain: dict[str, Any] = Field(default_factory=dict)
-    finetune: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    pretrain: dict[str, Any] = Field(default_factory=dict, description="PretrainConfig's keys (itpn.pretrain)")
+    finetune: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per task: ClassificationConfig's "
+                                                "keys, or an OpenMMLab section (OpenMMLabSection)")
     benchmark: BenchmarkParams = Field(default_factory=BenchmarkParams)
 
     @classmethod
-    def load(cls, path: str | Path) -> "PipelineParams":
+    def load(cls, path: str | Path, *, check_data: bool = False) -> "PipelineParams":
+        """Read and check the parameters file ``path``; raises ``ParamsError`` listing every problem.
+        ``check_data``: the data sets must already be under ``data.root`` unless they are generated."""
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"parameters file not found: {path} (the repository's params.yaml is the default)")
+        if not path.is_file():
+            raise ParamsError(path, [Problem("(file)", str(path), "no such parameters file",
+                                             "give --params the path of a parameters file; " + EXAMPLE)])
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
-            raise ValueError(f"{path} is not valid YAML: {error}") from error
+            where = getattr(error, "problem_mark", None)
+            line = f"line {where.line + 1}" if where else "(file)"
+            raise ParamsError(path, [Problem(line, ..., f"not valid YAML ({getattr(error, 'problem', error)})",
+                                             "fix the YAML syntax there")]) from None
+        if not isinstance(raw, dict):
+            raise ParamsError(path, [Problem("(file)", raw, "not a mapping of sections", EXAMPLE)])
+        return cls.from_mapping(raw, source=path, base=path.resolve().parent, check_data=check_data)
+
+    @classmethod
+    def from_mapping(cls, raw: dict[str, Any], *, source: Path | str, base: Path,
+                     check_data: bool = False) -> "PipelineParams":
+        """Parameters from a parsed mapping (what a parameters file holds), checked whole; relative
+        locations are relative to ``base``. Raises ``ParamsError`` naming ``source``."""
         try:
             params = cls.model_validate(raw)
-        except Exception as error:
-            raise ValueError(f"{path}: {error}") from error
-        # relative locations are relative to the parameters file, whichever directory runs the stage
-        base = path.resolve().parent
+        except ValidationError as error:
+            raise ParamsError(source, _pydantic_problems(error, cls)) from None
         params.experiment.output_dir = _anchor(params.experiment.output_dir, base)
-        unknown = sorted(set(params.experiment.stage_dirs) - set(STAGE_NAMES))
-        if unknown:
-            raise ValueError(f"{path}: experiment.stage_dirs names unknown stages {unknown}; the stages are "
-                             f"{list(STAGE_NAMES)}")
         params.experiment.stage_dirs = {stage: _anchor(folder, base)
                                         for stage, folder in params.experiment.stage_dirs.items()}
         params.data.root = _anchor(params.data.root, base)
+        problems = params.problems()
+        if check_data:
+            problems += params.data_problems()
+        if problems:
+            raise ParamsError(source, problems)
         return params
 
+    def problems(self) -> list[Problem]:
+        """Every problem of the sections the outline leaves to the library (and of the stage folders)."""
+        from itpn.data import GENERATORS
+        from itpn.finetune import ClassificationConfig
+        from itpn.pretrain import PretrainConfig
+
+        problems = [_unknown(f"experiment.stage_dirs.{stage}", folder, STAGE_NAMES, "stage")
+                    for stage, folder in self.experiment.stage_dirs.items() if stage not in STAGE_NAMES]
+        problems += self._model_problems()
+        problems += _library_problems(PretrainConfig, self.pretrain, "pretrain", self.pretrain_config)
+        for task, section in self.finetune.items():
+            if task not in FINETUNE_TASKS:
+                problems.append(_unknown(f"finetune.{task}", section, FINETUNE_TASKS, "task"))
+            elif task in OPENMMLAB_TASKS:
+                problems += self._openmmlab_problems(task, section)
+            else:
+                problems += _library_problems(ClassificationConfig, section, f"finetune.{task}",
+                                              lambda: self.classification_config(section.get("pretrained")))
+        for kind, arguments in self.data.sets.items():
+            if kind not in GENERATORS:
+                problems.append(_unknown(f"data.sets.{kind}", arguments, GENERATORS, "data set"))
+            elif self.data.generate:
+                accepted = set(inspect.signature(GENERATORS[kind]).parameters) - {"url"}
+                problems += [_unknown(f"data.sets.{kind}.{name}", value, accepted, "generator argument")
+                             for name, value in arguments.items() if name not in accepted]
+        return problems + self._variant_problems("benchmark.variants", self.benchmark.variants)
+
+    def _model_problems(self) -> list[Problem]:
+        import timm
+
+        import itpn.models  # noqa: F401 - registers the models with timm
+
+        if timm.is_model(self.experiment.model):
+            return []
+        return [_unknown("experiment.model", self.experiment.model, itpn.models.MODEL_NAMES, "model",
+                         unknown_value=True)]
+
+    def _variant_problems(self, key: str, variants: list[str]) -> list[Problem]:
+        from itpn.models import VARIANTS
+
+        return [_unknown(key, variant, VARIANTS, "acceleration variant", unknown_value=True) for variant in variants
+                if variant not in VARIANTS]
+
+    def _openmmlab_problems(self, task: str, section: dict[str, Any]) -> list[Problem]:
+        prefix = f"finetune.{task}"
+        try:
+            checked = OpenMMLabSection.model_validate(section)
+        except ValidationError as error:
+            return _pydantic_problems(error, OpenMMLabSection, prefix)
+        problems = []
+        if not (REPO_ROOT / checked.config).is_file():
+            folder = f"configs/{Path(checked.config).parent.name}" if checked.config else "configs/"
+            problems.append(Problem(f"{prefix}.config", checked.config, f"no such file in {REPO_ROOT}",
+                                    f"name a config under {folder} (relative to the repository)"))
+        variants = [checked.variant] if checked.variant else []
+        return problems + self._variant_problems(f"{prefix}.eval_variants", [*variants, *checked.eval_variants])
+
+    def data_problems(self) -> list[Problem]:
+        """Data sets that are not generated must already be under ``data.root``: a missing root or kind."""
+        import fsspec
+
+        if self.data.generate:
+            return []
+        filesystem, root = fsspec.core.url_to_fs(self.data.root)
+        real_data = "the folder holding your data sets in their standard layouts (README, \"Real data\")"
+        if not filesystem.isdir(root):
+            return [Problem("data.root", self.data.root, "no such folder, and data.generate is false so nothing "
+                            "will be generated there", f"point data.root at {real_data}, or set data.generate: true "
+                            "for generated stand-ins")]
+        return [Problem(f"data.sets.{kind}", self.data_url(kind), "no such folder under data.root",
+                        f"put the {kind} data set there, or remove data.sets.{kind}")
+                for kind in self.data.sets if not filesystem.isdir(f"{root.rstrip('/')}/{kind}")]
+
     def data_url(self, kind: str) -> str:
+        """Where the data set of ``kind`` lives: ``<data.root>/<kind>``."""
         return f"{self.data.root.rstrip('/')}/{kind}"
 
     def stage_dir(self, stage: str) -> Path:
-        """Where ``stage`` writes ``result.json`` and its run folder."""
+        """Where ``stage`` writes ``result.json``: ``<experiment.output_dir>/<stage>`` unless shared."""
         return Path(self.experiment.stage_dirs.get(stage) or Path(self.experiment.output_dir) / stage)
+
+    def run_dir(self, stage: str) -> Path:
+        """Where ``stage``'s library writes its own files (checkpoints, logs, exports): the library's
+        ``output_url`` / ``work_dir``, resumed after a kill (``flows.stages.run_folder``)."""
+        return self.stage_dir(stage) / RUN_FOLDER
+
+    def pretrain_export(self) -> Path:
+        """The pre-training's export, what the fine-tunes start from."""
+        from itpn.pretrain import EXPORT_NAME
+
+        return self.run_dir("pretrain") / EXPORT_NAME
 
     def record_name(self, stage: str) -> str:
         """The experiment ``stage`` is recorded under: a shared stage under ``shared_name``."""
         if stage in self.experiment.stage_dirs and self.experiment.shared_name:
             return self.experiment.shared_name
         return self.experiment.name
+
+    def _common(self) -> dict[str, Any]:
+        return {"model": self.experiment.model, "model_kwargs": self.experiment.model_kwargs,
+                "device": self.experiment.device}
+
+    def pretrain_config(self) -> Any:
+        """The ``pretrain`` section as the library's ``PretrainConfig``, with the experiment's model and device,
+        the ImageNet data and the stage's run folder."""
+        from itpn.pretrain import PretrainConfig
+
+        return PretrainConfig.from_dict({**self._common(), **self.pretrain, "data_url": self.data_url("imagenet"),
+                                         "output_url": str(self.run_dir("pretrain"))}, source="pretrain")
+
+    def classification_config(self, pretrained: str | None) -> Any:
+        """``finetune.classification`` as the library's ``ClassificationConfig``, starting from ``pretrained``."""
+        from itpn.finetune import ClassificationConfig
+
+        section = self.finetune.get("classification", {})
+        return ClassificationConfig.from_dict({**self._common(), **section, "data_url": self.data_url("imagenet"),
+                                               "output_url": str(self.run_dir("finetune_classification")),
+                                               "pretrained": pretrained}, source="finetune.classification")

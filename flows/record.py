@@ -12,7 +12,8 @@ from itpn.records import MetricRecord, read_metrics_jsonl, read_rows
 from services.store import ResultsWriter, open_writer
 
 from .params import PipelineParams
-from .stages import REPO_ROOT, STAGES, StageResult, hardware
+from .outline import REPO_ROOT, STAGE_NAMES as STAGES
+from .stages.result import StageResult, hardware
 
 
 def git_commit() -> str | None:

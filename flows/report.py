@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from services import settings
 
 from .params import PipelineParams
-from .stages import StageResult
+from .stages.result import StageResult
 
 MAX_ROWS = 40  # the final metrics; curves are linked, not tabulated
 

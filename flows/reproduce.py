@@ -34,13 +34,13 @@ from prefect.cache_policies import NO_CACHE
 from services.paper_tables import experiment_name
 from services.store import open_writer
 
+from .outline import FINETUNE_TASKS, REPO_ROOT, finetune_stage
 from .params import PipelineParams
 from .record import git_commit, result_rows, result_times
-from .stages import REPO_ROOT, StageResult
-from .tasks import run_stage
+from .stages.result import StageResult
+from .tasks import run_stage_process
 
 SCALES = ("smoke", "demo", "small", "paper")
-DATA_KINDS = {"classification": "imagenet", "detection": "coco", "segmentation": "ade20k", "rotated": "dota"}
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,13 @@ TABLES: dict[str, Table] = {
 
 @dataclass
 class Job:
-    """One stage of the grid: the rows it serves and the parameters file it runs with."""
+    """One stage of the grid: the rows it serves and the parameters file it runs with (``params``: that
+    file, as checked when it was written)."""
 
     stage: str
     rows: list[str]
     params_file: str
+    params: PipelineParams = field(repr=False)
 
 
 def scale_file(scale: str) -> Path:
@@ -128,12 +130,14 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def _write(directory: Path, values: dict[str, Any]) -> str:
+def _write(directory: Path, values: dict[str, Any], check_data: bool) -> tuple[str, PipelineParams]:
+    """``values`` checked whole (a bad row fails here, before anything runs), then written as
+    ``directory/params.yaml``; returns the file and its parameters."""
     directory.mkdir(parents=True, exist_ok=True)
-    PipelineParams.model_validate(values)  # a bad row fails here, before anything runs
     path = directory / "params.yaml"
+    params = PipelineParams.from_mapping(values, source=path, base=directory, check_data=check_data)
     path.write_text(yaml.safe_dump(values, sort_keys=False))
-    return str(path)
+    return str(path), params
 
 
 def select_rows(table: str, rows: Optional[Sequence[str]]) -> Table:
@@ -155,12 +159,13 @@ def select_rows(table: str, rows: Optional[Sequence[str]]) -> Table:
 
 
 def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir: Optional[str] = None,
-         rows: Optional[Sequence[str]] = None) -> list[Job]:
+         rows: Optional[Sequence[str]] = None, check_data: bool = False) -> list[Job]:
     """The jobs of ``table`` at ``scale`` in the order they run; writes each job's parameters file.
 
     ``data_root``: a URL with the data sets in their real layouts (nothing is generated); ``output_dir``:
     where the grid's folders go (default ``<scale file's output_dir>/reproduce/<table>-<scale>``);
-    ``rows``: run only these rows of the table (default: all)."""
+    ``rows``: run only these rows of the table (default: all); ``check_data``: real data sets must already
+    be under ``data_root``. A problem of any job's parameters raises ``ParamsError`` naming them all."""
     spec = select_rows(table, rows)
     base_params = PipelineParams.load(scale_file(scale))
     base = base_params.model_dump()
@@ -170,7 +175,7 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
     missing = [task for task in tasks if task not in base["finetune"]]
     if missing:
         raise ValueError(f"{scale_file(scale)} has no finetune section for {missing}, which {table} needs")
-    kinds = {"imagenet", *(DATA_KINDS[task] for task in tasks)}
+    kinds = {"imagenet", *(FINETUNE_TASKS[task]["data"] for task in tasks)}
     base["experiment"]["name"] = experiment_name(table, scale)
     generate = data_root is None and base_params.data.generate
     base["data"]["root"] = data_root or (str(root / "datasets") if generate else base_params.data.root)
@@ -181,7 +186,8 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
 
     data_dir = str(root / "data" / "prepare_data")  # every job reads the one prepared data set
     base["experiment"]["stage_dirs"] = {"prepare_data": data_dir}
-    jobs = [Job("prepare_data", [], _write(root / "data", _merge(base, {"experiment": {"output_dir": str(root / "data")}})))]
+    data_values = _merge(base, {"experiment": {"output_dir": str(root / "data")}})
+    jobs = [Job("prepare_data", [], *_write(root / "data", data_values, check_data))]
     pretrainings: dict[str, Job] = {}
     for row in spec.rows:
         values = _merge(base, {"experiment": {"model_kwargs": row.model_kwargs}})
@@ -206,23 +212,23 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
             key = _digest([values["experiment"]["model_kwargs"], values["pretrain"]])
             if key not in pretrainings:
                 folder = root / f"pretrain-{row.name}"
-                pretrainings[key] = Job("pretrain", [], _write(folder, _merge(values, {
-                    "experiment": {"output_dir": str(folder)}})))
+                pretrainings[key] = Job("pretrain", [], *_write(folder, _merge(values, {
+                    "experiment": {"output_dir": str(folder)}}), check_data))
                 jobs.append(pretrainings[key])
             pretrainings[key].rows.append(row.name)
-            values["experiment"]["stage_dirs"]["pretrain"] = str(Path(pretrainings[key].params_file).parent / "pretrain")
-        params_file = _write(row_dir, values)
+            values["experiment"]["stage_dirs"]["pretrain"] = str(pretrainings[key].params.stage_dir("pretrain"))
+        params_file, params = _write(row_dir, values, check_data)
         for task in tasks:
-            existing = next((job for job in jobs if job.params_file == params_file and job.stage == f"finetune_{task}"),
-                            None)
+            existing = next((job for job in jobs
+                             if job.params_file == params_file and job.stage == finetune_stage(task)), None)
             if existing is None:
-                jobs.append(Job(f"finetune_{task}", [row.name], params_file))
+                jobs.append(Job(finetune_stage(task), [row.name], params_file, params))
             else:
                 existing.rows.append(row.name)
     if spec.benchmark:
         bench = _merge(base, {"experiment": {"output_dir": str(root / "benchmark")},
                               "benchmark": {"variants": spec.variants}})
-        jobs.append(Job("benchmark_acceleration", spec.variants, _write(root / "benchmark", bench)))
+        jobs.append(Job("benchmark_acceleration", spec.variants, *_write(root / "benchmark", bench, check_data)))
     return jobs
 
 
@@ -230,7 +236,7 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
       cache_policy=NO_CACHE)
 def record_job(job: Job, table: str, scale: str, result: StageResult) -> list[int]:
     """The job's result as one store run per row it serves (a re-run replaces its rows)."""
-    params = PipelineParams.load(job.params_file)
+    params = job.params
     experiment = experiment_name(table, scale)
     started, finished = result_times(params, job.stage, result)
     metrics, benchmarks = result_rows(result)
@@ -260,7 +266,7 @@ def reproduce(table: str = "table9", scale: str = "demo", data_root: Optional[st
     done: dict[str, list[str]] = {}
     for job in jobs:
         print(f"{job.stage} for {', '.join(job.rows) or 'all rows'}")
-        result = run_stage(job.stage, job.params_file)
+        result = run_stage_process(job.stage, job.params_file, job.params)
         record_job(job, table, scale, result)
         done.setdefault(job.stage, []).extend(job.rows)
     return done

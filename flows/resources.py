@@ -32,8 +32,8 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.utilities.asyncutils import run_coro_as_sync
 
+from .outline import DISTRIBUTED_STAGES
 from .params import PipelineParams
-from .stages import DISTRIBUTED_STAGES
 
 CPU_LIMIT = "cpu-training"
 

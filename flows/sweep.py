@@ -22,7 +22,8 @@ import yaml
 
 from itpn.records import model_size
 
-from .params import FINETUNE_TASKS, PipelineParams
+from .outline import FINETUNE_TASKS
+from .params import PipelineParams
 
 SIZE_LETTERS = {"t": "tiny", "s": "small", "b": "base", "l": "large"}
 SIZES = set(SIZE_LETTERS.values())

@@ -1,6 +1,7 @@
 """Prefect tasks: run one stage in a subprocess (it launches torchrun itself for several GPUs) while it
 holds its concurrency slots, record it in the store with its real start and end, publish its results
-as a Prefect artifact; and ``stage_job``, the unit the flows fan out."""
+as a Prefect artifact; and ``stage_job``, the unit the flows fan out. Every task runs with ``NO_CACHE``:
+a stage's one cache key is ``flows.stages.cache.stage_key`` (its docstring says why)."""
 from __future__ import annotations
 
 import os
@@ -15,22 +16,17 @@ from prefect.runtime import flow_run
 
 from services.store import open_writer
 
+from .outline import REPO_ROOT, STAGE_NAMES
 from .params import PipelineParams
 from .record import record_stage_result
 from .report import publish_stage
 from .resources import stage_resources
-from .stages import REPO_ROOT, StageResult, stage_command, stage_inputs, stage_key
+from .stages.cache import stage_key
+from .stages.cli import stage_command
+from .stages.result import StageResult
 
 # Each stage's deployment in prefect.yaml (flow name/deployment name), for dispatch="deployments".
-DEPLOYMENTS = {
-    "prepare_data": "prepare_data/prepare_data",
-    "pretrain": "pretrain/pretrain",
-    "finetune_classification": "finetune_classification/finetune_classification",
-    "finetune_detection": "finetune_detection/finetune_detection",
-    "finetune_segmentation": "finetune_segmentation/finetune_segmentation",
-    "finetune_rotated": "finetune_rotated/finetune_rotated",
-    "benchmark_acceleration": "benchmark_acceleration/benchmark_acceleration",
-}
+DEPLOYMENTS = {stage: f"{stage}/{stage}" for stage in STAGE_NAMES}
 DISPATCHES = ("local", "deployments")
 
 
@@ -43,10 +39,10 @@ class StageFailed(RuntimeError):
 
 
 @task(task_run_name="run {stage}", cache_policy=NO_CACHE)
-def run_stage(stage: str, params_file: str, threads: int | None = None) -> StageResult:
-    """The stage in its own process; it skips itself when its inputs and code are unchanged.
-    ``threads`` caps its CPU threads (OMP_NUM_THREADS) when several stages share the cores."""
-    params = PipelineParams.load(params_file)
+def run_stage_process(stage: str, params_file: str, params: PipelineParams, threads: int | None = None) -> StageResult:
+    """``python -m flows.stages <stage>`` on ``params_file`` (``params``: the same file, parsed); the process
+    skips the stage when its inputs and code are unchanged. ``threads`` caps its CPU threads
+    (OMP_NUM_THREADS) when several stages share the cores."""
     logger = get_run_logger()
     command = stage_command(stage, params_file, 1)  # the stage re-launches itself under torchrun for gpus > 1
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -65,8 +61,10 @@ def run_stage(stage: str, params_file: str, threads: int | None = None) -> Stage
 
 
 @task(task_run_name="record {stage}", retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
-def record_stage(stage: str, params_file: str, result: StageResult | None, error: StageFailed | None = None) -> dict:
-    params = PipelineParams.load(params_file)
+def record_stage(stage: str, params: PipelineParams, result: StageResult | None,
+                 error: StageFailed | None = None) -> dict:
+    """The stage's result (or its failed attempt, ``error``) into the store; a result is also published as
+    a Prefect artifact."""
     run_id = str(flow_run.id) if flow_run.id else None
     if result is not None:
         with open_writer() as writer:
@@ -74,7 +72,7 @@ def record_stage(stage: str, params_file: str, result: StageResult | None, error
         publish_stage(params, stage, result, recorded)
         return recorded
     try:  # the key the stage ran under, so its later success is the same run
-        key = stage_key(stage, stage_inputs(stage, params))
+        key = stage_key(stage, params)
     except Exception:  # noqa: BLE001 - e.g. an unreadable upstream result: still record the failure
         key = "unkeyed"
     with open_writer() as writer:
@@ -83,23 +81,24 @@ def record_stage(stage: str, params_file: str, result: StageResult | None, error
                                    finished_at=error.finished_at if error else None)
 
 
-def execute(stage: str, params_file: str, threads: int | None = None) -> StageResult:
+def execute(stage: str, params_file: str, params: PipelineParams, threads: int | None = None) -> StageResult:
     """Run and record a stage; a failure is recorded as a failed attempt of its run, then re-raised."""
     try:
-        result = run_stage(stage, params_file, threads)
+        result = run_stage_process(stage, params_file, params, threads)
     except StageFailed as error:
-        record_stage(stage, params_file, None, error=error)
+        record_stage(stage, params, None, error=error)
         raise
-    record_stage(stage, params_file, result)
+    record_stage(stage, params, result)
     return result
 
 
 @task(task_run_name="{stage}", cache_policy=NO_CACHE)
-def stage_job(stage: str, params_file: str, dispatch: str = "local", threads: int | None = None) -> StageResult:
+def stage_job(stage: str, params_file: str, params: PipelineParams, dispatch: str = "local",
+              threads: int | None = None) -> StageResult:
     """One stage of a flow: run here (``local``), or as a run of the stage's deployment (``deployments``:
     a worker of its work pool, CPU or GPU, takes it; the flow waits for it)."""
     if dispatch == "local":
-        return execute(stage, params_file, threads)
+        return execute(stage, params_file, params, threads)
     if dispatch != "deployments":
         raise ValueError(f"dispatch must be one of {DISPATCHES}, got {dispatch!r}")
     run = run_deployment(DEPLOYMENTS[stage], parameters={"params_file": params_file}, timeout=None)
@@ -107,8 +106,9 @@ def stage_job(stage: str, params_file: str, dispatch: str = "local", threads: in
         state = run.state.name if run.state else "unknown"
         raise RuntimeError(f"stage {stage} (flow run {run.name}, deployment {DEPLOYMENTS[stage]}) ended {state}: "
                            f"{run.state.message if run.state else ''}")
-    return StageResult.read(PipelineParams.load(params_file).stage_dir(stage) / "result.json")
+    return StageResult.read(params.stage_dir(stage) / "result.json")
 
 
 def resolve(params_file: str | Path) -> str:
+    """The parameters file's absolute path (stages run in the repository root)."""
     return str(Path(params_file).resolve())

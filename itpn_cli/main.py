@@ -34,23 +34,40 @@ def _offline() -> None:
         os.environ.setdefault(key, value)
 
 
-def _stage_table(stages: list[str], params_file: str, started: float) -> Table:
+def _load(params_file: str) -> Any:
+    """The parameters file, checked whole (the data sets included) before anything starts; each problem
+    printed as one line, then exit 2."""
+    from flows.params import ParamsError, PipelineParams
+
+    try:
+        return PipelineParams.load(params_file, check_data=True)
+    except ParamsError as error:
+        _invalid(error)
+
+
+def _invalid(error: Exception) -> None:
+    """Print a ``ParamsError``'s lines (plain text: keys and values are not rich markup) and exit 2."""
+    console.print(f"[red]invalid parameters ({len(getattr(error, 'problems', [])) or 1} problem(s)):[/red]")
+    for line in str(error).splitlines():
+        console.print(Text(line))
+    raise typer.Exit(2)
+
+
+def _stage_table(stages: list[str], params: Any, started: float) -> Table:
     """Each stage's state: done (this run), running (its run folder claimed since the start: several at
     once when the fine-tunes fan out), cached (unchanged inputs and code) or waiting (for its turn or a
     free training slot); ``start`` is when it began, counted from the experiment's start."""
     from datetime import datetime
 
-    from flows.params import PipelineParams
-    from flows.stages import StageResult
+    from flows.stages.result import StageResult
 
-    params = PipelineParams.load(params_file)
     now = time.time()
     table = Table(title=f"experiment '{params.experiment.name}' ({now - started:.0f} s)")
     for column in ("stage", "status", "start", "seconds", "result"):
         table.add_column(column, justify="right" if column in ("start", "seconds") else "left")
     for stage in stages:
         path = params.stage_dir(stage) / "result.json"
-        claimed = params.stage_dir(stage) / "run" / ".stage_key"
+        claimed = params.run_dir(stage) / ".stage_key"
         if path.exists() and path.stat().st_mtime >= started - 1:
             result = StageResult.read(path)
             begin = datetime.fromisoformat(result.started_at).timestamp() if result.started_at else None
@@ -83,8 +100,9 @@ def _result_summary(result: Any) -> str:
     return summary
 
 
-def _run_flow_live(flow_name: str, stages: list[str], params_file: str) -> None:
-    """Run a flow while a table shows each stage's state; exit 1 with the error if it fails."""
+def _run_flow_live(flow_name: str, stages: list[str], params_file: str, params: Any) -> None:
+    """Run a flow on ``params_file`` (``params``: the file, checked) while a table shows each stage's state;
+    exit 1 with the error if it fails."""
     _offline()
     from flows import pipeline
     from flows.resources import reset_slots
@@ -105,29 +123,28 @@ def _run_flow_live(flow_name: str, stages: list[str], params_file: str) -> None:
 
     worker = threading.Thread(target=target, daemon=True)
     worker.start()
-    with Live(_stage_table(stages, params_file, started), console=console, refresh_per_second=1) as live:
+    with Live(_stage_table(stages, params, started), console=console, refresh_per_second=1) as live:
         while worker.is_alive():
             worker.join(timeout=1.0)
-            live.update(_stage_table(stages, params_file, started))
+            live.update(_stage_table(stages, params, started))
     if error:
         console.print(f"[red]{flow_name} failed:[/red] {error[0]}")
         raise typer.Exit(1)
 
 
-def _planned_stages(params_file: str) -> list[str]:
-    from flows.params import FINETUNE_TASKS, PipelineParams
+def _planned_stages(params: Any) -> list[str]:
+    """The stages ``experiment`` runs: every stage but the fine-tunes the parameters leave out."""
+    from flows.outline import FINETUNE_TASKS, STAGE_NAMES, finetune_stage
 
-    params = PipelineParams.load(params_file)
-    return (["prepare_data", "pretrain"] + [f"finetune_{t}" for t in FINETUNE_TASKS if t in params.finetune]
-            + ["benchmark_acceleration"])
+    skipped = {finetune_stage(task) for task in FINETUNE_TASKS if task not in params.finetune}
+    return [stage for stage in STAGE_NAMES if stage not in skipped]
 
 
-def _summary(params_file: str) -> None:
-    from flows.params import FINETUNE_TASKS, PipelineParams
+def _summary(params_file: str, params: Any) -> None:
+    from flows.outline import FINETUNE_TASKS
 
     from services.store import open_reader
 
-    params = PipelineParams.load(params_file)
     missing = [t for t in FINETUNE_TASKS if t not in params.finetune]
     with open_reader() as reader:
         points = reader.accuracy_vs_speedup(experiment=params.experiment.name)
@@ -157,11 +174,11 @@ def _summary(params_file: str) -> None:
 @app.command()
 def run(params: str = PARAMS_OPTION) -> None:
     """The whole experiment of a parameters file: prepare, pre-train, fine-tune, benchmark, record."""
-    stages = _planned_stages(params)
+    checked = _load(params)
     started = time.time()
-    _run_flow_live("experiment", stages, params)
+    _run_flow_live("experiment", _planned_stages(checked), params, checked)
     console.print(f"experiment finished in {time.time() - started:.0f} s")
-    _summary(params)
+    _summary(params, checked)
 
 
 @app.command()
@@ -173,30 +190,30 @@ def demo() -> None:
 @app.command()
 def prepare(params: str = PARAMS_OPTION) -> None:
     """Generate (or find) and validate the data sets; write their manifests."""
-    _run_flow_live("prepare_data", ["prepare_data"], params)
+    _run_flow_live("prepare_data", ["prepare_data"], params, _load(params))
 
 
 @app.command()
 def pretrain(params: str = PARAMS_OPTION) -> None:
     """Integral pre-training (MIM + MFM); torchrun when experiment.gpus > 1."""
-    _run_flow_live("pretrain", ["pretrain"], params)
+    _run_flow_live("pretrain", ["pretrain"], params, _load(params))
 
 
 @app.command()
 def finetune(task: str = typer.Argument(..., help="classification | detection | segmentation | rotated"),
              params: str = PARAMS_OPTION) -> None:
     """Fine-tune one task from the pre-training export."""
-    from flows.params import FINETUNE_TASKS
+    from flows.outline import FINETUNE_TASKS, finetune_stage
 
     if task not in FINETUNE_TASKS:
         raise typer.BadParameter(f"unknown task {task!r}; the tasks are {', '.join(FINETUNE_TASKS)}")
-    _run_flow_live(f"finetune_{task}", [f"finetune_{task}"], params)
+    _run_flow_live(finetune_stage(task), [finetune_stage(task)], params, _load(params))
 
 
 @app.command()
 def bench(params: str = PARAMS_OPTION) -> None:
     """Benchmark every acceleration variant and record the rows."""
-    _run_flow_live("benchmark_acceleration", ["benchmark_acceleration"], params)
+    _run_flow_live("benchmark_acceleration", ["benchmark_acceleration"], params, _load(params))
 
 
 @app.command()
@@ -209,17 +226,20 @@ def reproduce(table: str = typer.Argument(..., help="table7 | table8 | table9 | 
               output_dir: Optional[str] = typer.Option(None, "--output-dir", help="where the grid's runs go")) -> None:
     """Run the pre-training x fine-tuning grid one of the paper's tables needs, record every run in the
     store under `reproduce-<table>-<scale>`, and print our table beside the paper's numbers."""
-    from flows.reproduce import SCALES, select_rows
+    _offline()
+    from flows.params import ParamsError
+    from flows.reproduce import SCALES, plan
+    from flows.reproduce import reproduce as reproduce_flow
 
     if scale not in SCALES:
         raise typer.BadParameter(f"unknown scale {scale!r}; the scales are {', '.join(SCALES)}")
     row_names = [name.strip() for name in rows.split(",") if name.strip()] if rows is not None else None
-    try:
-        select_rows(table, row_names)
-    except ValueError as error:
+    try:  # every job's parameters, and the data sets, checked before Prefect starts
+        plan(table, scale, data_root=data_root, output_dir=output_dir, rows=row_names, check_data=True)
+    except ParamsError as error:
+        _invalid(error)
+    except ValueError as error:  # an unknown table or row
         raise typer.BadParameter(str(error))
-    _offline()
-    from flows.reproduce import reproduce as reproduce_flow
 
     started = time.time()
     try:

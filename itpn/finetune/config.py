@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from itpn.config import DataclassConfig
+from itpn.config import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, ConfigValueError, DataclassConfig, Range
 from itpn.models.acceleration import get_variant
 from itpn.records import model_size
 
@@ -83,6 +83,19 @@ class ClassificationConfig(DataclassConfig):
     seed: int = 0
     progress: bool = True
 
+    RANGES = {
+        # labels_per_class: None is the whole train split; checkpoint_every: 0 checkpoints at epoch ends only
+        **dict.fromkeys(("labels_per_class", "img_size", "batch_size", "accum_steps", "epochs", "log_every",
+                         "stop_after_epochs", "max_steps_per_epoch"), COUNT),
+        **dict.fromkeys(("num_workers", "warmup_epochs", "min_lr", "warmup_lr", "weight_decay", "mixup", "cutmix",
+                         "color_jitter", "checkpoint_every", "seed"), NON_NEGATIVE),
+        **dict.fromkeys(("lr", "clip_grad"), POSITIVE),
+        **dict.fromkeys(("mixup_prob", "mixup_switch_prob", "smoothing", "reprob", "model_ema_decay"), FRACTION),
+        "crop_pct": Range(0, 1, open_low=True),
+        "layer_decay": Range(0, 1, open_low=True),
+        "drop_path": Range(0, 1, open_high=True),
+    }
+
     def __post_init__(self) -> None:
         size = model_size(self.model)
         if size not in RECIPES:
@@ -91,18 +104,8 @@ class ClassificationConfig(DataclassConfig):
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.amp_dtype not in ("bf16", "fp32"):
-            raise ValueError(f"amp_dtype must be 'bf16' or 'fp32', got {self.amp_dtype!r}")
-        for name in ("batch_size", "accum_steps", "epochs", "img_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.labels_per_class is not None and self.labels_per_class < 1:
-            raise ValueError(f"labels_per_class must be at least 1 (or None for the whole train split), got "
-                             f"{self.labels_per_class}")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be 0 (epoch ends only) or a number of updates, got "
-                             f"{self.checkpoint_every}")
-        if not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+            raise ConfigValueError("amp_dtype", self.amp_dtype, "'bf16' or 'fp32'")
+        self.check_ranges()
         if self.warmup_epochs >= self.epochs and self.epochs > 1:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be shorter than epochs ({self.epochs})")
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:

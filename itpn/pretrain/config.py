@@ -6,8 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional
 
-from itpn.config import DataclassConfig
+from itpn.config import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, ConfigValueError, DataclassConfig, Range
 
+# The file a run exports under its output_url: backbone + pyramid, what the fine-tunes load. The pipeline's
+# flows and dvc.yaml (its ``vars``) read the name from here.
+EXPORT_NAME = "backbone.safetensors"
 TeacherKind = Literal["ema", "clip", "clip_visible_distill", "none"]
 AmpDtype = Literal["bf16", "fp16", "fp32"]
 
@@ -152,18 +155,27 @@ class PretrainConfig(DataclassConfig):
     seed: int = 0
     progress: bool = True
 
+    RANGES = {
+        **dict.fromkeys(("img_size", "decoder_dim", "decoder_depth", "decoder_heads", "batch_size", "accum_steps",
+                         "epochs", "total_steps", "checkpoint_every", "stop_after_steps"), COUNT),
+        **dict.fromkeys(("num_workers", "warmup_epochs", "warmup_steps", "min_lr", "weight_decay", "mfm_weight",
+                         "clip_aux_weight", "seed"), NON_NEGATIVE),
+        **dict.fromkeys(("blr", "lr", "eps", "clip_grad"), POSITIVE),
+        **dict.fromkeys(("ema_momentum", "min_crop_scale"), FRACTION),
+        "drop_path": Range(0, 1, open_high=True),
+        "mask_ratio": Range(0, 1, open_low=True, open_high=True),
+    }
+
     def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(FRACTION.admits(beta) for beta in self.betas):
+            raise ConfigValueError("betas", self.betas, "two numbers in [0, 1] (beta1, beta2)")
         self.betas = tuple(float(beta) for beta in self.betas)  # YAML gives a list
-        if len(self.betas) != 2:
-            raise ValueError(f"betas must be two numbers (beta1, beta2), got {self.betas}")
         if self.recipe is not None and self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; the recipes are: {', '.join(RECIPES)}")
+            raise ConfigValueError("recipe", self.recipe, f"one of {', '.join(RECIPES)}")
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        for name in ("batch_size", "accum_steps", "checkpoint_every", "img_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigValueError(name, getattr(self, name), f"one of {choices}")
+        self.check_ranges()
         if self.epochs is None and self.total_steps is None:
             raise ValueError("set epochs or total_steps")
         if not self.integral and self.teacher != "none":

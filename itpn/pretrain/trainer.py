@@ -38,7 +38,7 @@ from itpn.models import HiViT, save_safetensors
 from itpn.models.checkpoint import grid_metadata
 from itpn.models.hivit import PATCH_SIZE
 
-from .config import PretrainConfig
+from .config import EXPORT_NAME, PretrainConfig
 from .data import SkipUnreadable, collate_images, pretrain_transform
 from .masking import Mask, MaskGenerator
 from .objective import ClipDistillModel, IntegralPretrainModel
@@ -46,7 +46,6 @@ from .teachers import ClipTeacher, EMATeacher, check_clip_checkpoint
 
 log = logging.getLogger(__name__)
 
-EXPORT_NAME = "backbone.safetensors"
 METRICS_NAME = "metrics.jsonl"
 # An lr above this many times the linear-scaled one (blr * global batch / 256) is warned about. Ours, from
 # issue 11 item 8: at 107x (lr 1e-3, batch 16) pixel MIM alone took the generated ImageNet's fine-tune from

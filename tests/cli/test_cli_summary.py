@@ -4,7 +4,8 @@ import time
 
 from rich.console import Console
 
-from flows.stages import StageResult
+from flows.params import PipelineParams
+from flows.stages.result import StageResult
 from itpn_cli.main import _result_summary, _stage_table
 
 
@@ -34,7 +35,8 @@ def test_the_stage_table_prints_variant_names_verbatim(tmp_path):
         metric("bbox_mAP", 0.07, "[window]"), metric("bbox_mAP", 0.06, "baseline")]).write(
         tmp_path / "outputs" / "finetune_detection")
     console = Console(record=True, width=200)
-    console.print(_stage_table(["finetune_detection", "benchmark_acceleration"], str(params), time.time() - 60))
+    console.print(_stage_table(["finetune_detection", "benchmark_acceleration"], PipelineParams.load(params),
+                               time.time() - 60))
     text = console.export_text()
     row = "│ finetune_detection     │ done    │       │      12 │ bbox_mAP 0.07 ([window]; 1 more variant evaluated) │"
     assert row in text
@@ -55,7 +57,7 @@ def test_fine_tunes_that_fan_out_show_running_together(tmp_path):
     os.utime(tmp_path / "outputs" / "pretrain" / "result.json", (old, old))
     console = Console(record=True, width=200)
     console.print(_stage_table(["pretrain", "finetune_classification", "finetune_detection", "finetune_rotated"],
-                               str(params), started))
+                               PipelineParams.load(params), started))
     text = console.export_text()
     assert "│ pretrain                │ cached  │" in text
     assert "│ finetune_classification │ running │   +60 │" in text

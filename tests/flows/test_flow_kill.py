@@ -45,7 +45,7 @@ def gate(*args, **kwargs):
     return original(*args, **kwargs)
 
 setattr(owner, name, gate)
-from flows.stages import main
+from flows.stages.cli import main
 sys.exit(main(sys.argv[4:]))
 """
 CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 2, "warmup_epochs": 0, "lr": 1.0e-3, "num_workers": 0,

@@ -36,9 +36,19 @@ def test_pretrain_flow_records_curve_and_export_once(tiny_params, store_url):
         assert len(reader.artifacts()) == artifacts
 
 
-def test_failed_stage_is_recorded_with_its_error(tmp_path, store_url):
-    params = write_params(tmp_path, pretrain={"bach_size": 4})
+def test_failed_stage_is_recorded_with_its_error(tmp_path, store_url, monkeypatch):
+    """A stage whose process fails leaves a failed run with the process's error. (A parameters file with a
+    bad key fails before any stage runs, so the failure here is the stage process's own.)"""
+    import subprocess
+
+    from flows import tasks
+
+    with pytest.raises(Exception, match="bach_size"):
+        pipeline.pretrain(str(write_params(tmp_path, pretrain={"bach_size": 4})))
+    params = write_params(tmp_path)
     pipeline.prepare_data(str(params))
+    monkeypatch.setattr(tasks.subprocess, "run", lambda command, **kwargs: subprocess.CompletedProcess(
+        command, 1, stdout="", stderr="ValueError: unknown key(s) ['bach_size'] in pretrain"))
     with pytest.raises(Exception, match="bach_size"):
         pipeline.pretrain(str(params))
     with open_reader(store_url) as reader:

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from flows import stages
-from flows.params import FINETUNE_TASKS, PipelineParams
-from flows.tasks import stage_command
+from flows.outline import FINETUNE_TASKS
+from flows.params import OpenMMLabSection, PipelineParams
+from flows.stages import bodies
+from flows.stages.cli import stage_command
 from itpn.finetune import ClassificationConfig
 from itpn.models.acceleration import get_variant
 from itpn.pretrain import PretrainConfig
@@ -32,7 +33,7 @@ def test_the_paper_scale_parameters_are_valid_for_every_stage():
     assert classification.batch_size * classification.accum_steps * params.experiment.gpus == 1024
     for task in ("detection", "segmentation", "rotated"):
         assert (REPO / params.finetune[task]["config"]).is_file(), task
-        assert not set(params.finetune[task]) - stages.OPENMMLAB_KEYS
+        assert not set(params.finetune[task]) - set(OpenMMLabSection.model_fields)
     for section in params.finetune.values():
         for variant in section.get("eval_variants", []):
             get_variant(variant)
@@ -59,9 +60,9 @@ def test_an_openmmlab_stage_under_torchrun_uses_mmengines_pytorch_launcher(tmp_p
     calls = []
     monkeypatch.setattr(itpn.mmlab, "run_detection", lambda config, **kwargs: calls.append(kwargs) or [])
     monkeypatch.setenv("WORLD_SIZE", "8")
-    stages.finetune_openmmlab("detection")(params, tmp_path / "out")
+    bodies.finetune_openmmlab("detection")(params)
     assert calls[0]["cfg_options"]["launcher"] == "pytorch"
 
     monkeypatch.setenv("WORLD_SIZE", "1")
-    stages.finetune_openmmlab("detection")(params, tmp_path / "out")
+    bodies.finetune_openmmlab("detection")(params)
     assert "launcher" not in calls[1]["cfg_options"]

@@ -6,7 +6,10 @@ import time
 import pytest
 
 from flows.params import PipelineParams
-from flows.stages import StageResult, claim_run_directory, run_stage, stage_key
+from flows.stages.cache import stage_key
+from flows.stages.result import StageResult
+from flows.stages.run import run_stage
+from flows.stages.run_folder import claim_run_directory
 
 from flow_params import write_params
 
@@ -27,11 +30,9 @@ def test_prepare_data_writes_result_metrics_and_reuses_it(tiny_params):
 def test_changing_a_parameter_changes_the_key(tmp_path):
     base = PipelineParams.load(write_params(tmp_path))
     changed = PipelineParams.load(write_params(tmp_path, pretrain={"total_steps": 4}))
-    from flows.stages import stage_inputs
 
-    assert stage_key("pretrain", stage_inputs("pretrain", base)) != stage_key("pretrain", stage_inputs("pretrain", changed))
-    assert stage_key("prepare_data", stage_inputs("prepare_data", base)) == \
-        stage_key("prepare_data", stage_inputs("prepare_data", changed))
+    assert stage_key("pretrain", base) != stage_key("pretrain", changed)
+    assert stage_key("prepare_data", base) == stage_key("prepare_data", changed)
 
 
 def test_relative_paths_follow_the_params_file(tiny_params):
@@ -52,10 +53,9 @@ def test_unknown_stage_lists_the_stages(tiny_params):
 
 
 def test_unknown_pretrain_key_fails_with_the_key(tmp_path):
-    params = PipelineParams.load(write_params(tmp_path, pretrain={"bach_size": 4}))
-    run_stage("prepare_data", params)
+    """The parameters file is checked whole when it is read: the key fails there, before any stage runs."""
     with pytest.raises(Exception, match="bach_size"):
-        run_stage("pretrain", params)
+        PipelineParams.load(write_params(tmp_path, pretrain={"bach_size": 4}))
 
 
 def test_changed_parameters_start_a_fresh_run_directory(tmp_path):
@@ -123,34 +123,32 @@ def test_a_forced_stage_resumes_its_run_folder_and_a_fresh_one_starts_over(tmp_p
 def test_the_world_size_is_in_the_training_stages_keys(tmp_path):
     """experiment.gpus sets the global batch and the scaled learning rate: a training stage run on 8 GPUs
     is not the cached result of a 1-GPU run; data preparation and the benchmark do not depend on it."""
-    from flows.stages import stage_inputs
-
     one = PipelineParams.load(write_params(tmp_path))
     eight = PipelineParams.load(write_params(tmp_path, experiment={"gpus": 8}))
     for stage in ("pretrain", "finetune_classification"):
-        assert stage_key(stage, stage_inputs(stage, one)) != stage_key(stage, stage_inputs(stage, eight))
+        assert stage_key(stage, one) != stage_key(stage, eight)
     for stage in ("prepare_data", "benchmark_acceleration"):
-        assert stage_key(stage, stage_inputs(stage, one)) == stage_key(stage, stage_inputs(stage, eight))
+        assert stage_key(stage, one) == stage_key(stage, eight)
 
 
 def test_a_training_stage_on_several_gpus_relaunches_itself_under_torchrun(tmp_path, monkeypatch):
     """`python -m flows.stages pretrain` (what the flows and dvc.yaml run) becomes torchrun with one process
     per GPU; under torchrun (TORCHELASTIC_RUN_ID set) it runs the stage instead of launching again."""
-    from flows import stages
+    from flows.stages import cli
 
     params = write_params(tmp_path, experiment={"gpus": 4})
     launched = []
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
-    monkeypatch.setattr(stages.os, "execv", lambda path, command: launched.append(command) or exit(0))
+    monkeypatch.setattr(cli.os, "execv", lambda path, command: launched.append(command) or exit(0))
     with pytest.raises(SystemExit):
-        stages.main(["pretrain", "--params", str(params), "--force"])
+        cli.main(["pretrain", "--params", str(params), "--force"])
     assert launched[0][1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert launched[0][-4:] == ["pretrain", "--params", str(params), "--force"]
 
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "launch-1")
     ran = []
-    monkeypatch.setattr(stages, "run_stage", lambda stage, *args, **kwargs: ran.append(stage) or StageResult(stage, "k"))
-    assert stages.main(["pretrain", "--params", str(params)]) == 0
+    monkeypatch.setattr(cli, "run_stage", lambda stage, *args, **kwargs: ran.append(stage) or StageResult(stage, "k"))
+    assert cli.main(["pretrain", "--params", str(params)]) == 0
     assert ran == ["pretrain"] and len(launched) == 1
 
 

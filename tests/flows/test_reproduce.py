@@ -158,7 +158,7 @@ def test_reproduce_table9_two_rows_end_to_end_land_beside_the_paper(tmp_path, mo
 
 def test_prefect_yaml_deploys_the_reproduce_flow():
     from flows.reproduce import reproduce
-    from flows.stages import REPO_ROOT
+    from flows.outline import REPO_ROOT
 
     deployments = {entry["name"]: entry for entry in yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())[
         "deployments"]}

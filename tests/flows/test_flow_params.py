@@ -1,0 +1,153 @@
+"""A parameters file is checked whole when it is read: every problem one line naming the file, the key, the
+value and the fix, for the outline's keys and for each library section (through the library's config)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.params import ParamsError, PipelineParams
+from flows.stages.run import run_stage
+
+from flow_params import TINY_PARAMS, write_params
+
+REPO = Path(__file__).resolve().parents[2]
+CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 1, "warmup_epochs": 0, "num_workers": 0,
+                  "model_ema": False, "mixup": 0.0, "cutmix": 0.0, "progress": False}
+DETECTION = {"config": "configs/detection/demo_mask-rcnn_fast-itpn-tiny_generated-coco.py"}
+
+
+def problems(path: Path, check_data: bool = False) -> list[str]:
+    """The lines of the ``ParamsError`` that loading ``path`` raises."""
+    with pytest.raises(ParamsError) as raised:
+        PipelineParams.load(path, check_data=check_data)
+    lines = str(raised.value).splitlines()
+    assert len(lines) == len(raised.value.problems)
+    for line in lines:
+        assert line.startswith(f"{path}: ") and ". Fix: " in line, line
+    return lines
+
+
+def test_a_misspelt_section_is_named_with_the_section_it_means(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({**TINY_PARAMS, "pretrian": TINY_PARAMS["pretrain"]}))
+    [line] = problems(path)
+    assert "pretrian = {" in line and "unknown section" in line and "rename it to 'pretrain'" in line
+
+
+@pytest.mark.parametrize("section, key, near", [
+    ("experiment", "modle", "model"),
+    ("pretrain", "bach_size", "batch_size"),
+    ("benchmark", "iteration", "iterations"),
+])
+def test_a_misspelt_key_is_named_with_the_key_it_means(tmp_path, section, key, near):
+    [line] = problems(write_params(tmp_path, **{section: {key: 4}}))
+    assert f"{section}.{key} = 4: unknown key" in line and f"rename it to {near!r}" in line
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("pretrain", "total_steps", -5, "at least 1"),
+    ("pretrain", "batch_size", 0, "at least 1"),
+    ("pretrain", "epochs", 0, "at least 1"),
+    ("pretrain", "warmup_steps", -1, "at least 0"),
+    ("pretrain", "num_workers", -1, "at least 0"),
+    ("pretrain", "lr", 0.0, "greater than 0"),
+    ("pretrain", "mask_ratio", 1.0, "less than 1"),
+    ("finetune.classification", "batch_size", 0, "at least 1"),
+    ("finetune.classification", "epochs", 0, "at least 1"),
+    ("finetune.classification", "lr", -1.0e-3, "greater than 0"),
+    ("finetune.classification", "num_workers", -2, "at least 0"),
+    ("finetune.classification", "warmup_epochs", -1, "at least 0"),
+    ("benchmark", "iterations", 0, "greater than or equal to 1"),
+    ("benchmark", "batch_size", 0, "greater than or equal to 1"),
+    ("experiment", "cpu_jobs", 0, "greater than or equal to 1"),
+    ("experiment", "gpus", -1, "greater than or equal to 0"),
+])
+def test_a_number_out_of_its_range_is_named_with_the_range(tmp_path, section, key, value, expected):
+    overrides = {section: {key: value}}
+    if section == "finetune.classification":
+        overrides = {"finetune": {"classification": {**CLASSIFICATION, key: value}}}
+    [line] = problems(write_params(tmp_path, **overrides))
+    assert f"{section}.{key} = {value!r}: " in line and expected in line
+
+
+def test_a_number_yaml_read_as_text_says_how_to_write_it(tmp_path):
+    path = write_params(tmp_path)
+    path.write_text(path.read_text().replace("warmup_steps: 1", "warmup_steps: 1\n  lr: 1e-3"))
+    [line] = problems(path)
+    assert "pretrain.lr = '1e-3'" in line and "write pretrain.lr: 0.001" in line
+
+
+def test_a_value_of_the_wrong_type_is_named_with_the_type(tmp_path):
+    [line] = problems(write_params(tmp_path, pretrain={"total_steps": "many"}))
+    assert "pretrain.total_steps = 'many': should be a valid integer" in line
+
+
+def test_openmmlab_sections_need_an_existing_config_and_known_keys_and_variants(tmp_path):
+    lines = problems(write_params(tmp_path, finetune={
+        "detection": {"config": "configs/detection/no_such.py"},
+        "segmentation": {**DETECTION, "cfg_option": {}},
+        "rotated": {**DETECTION, "eval_variants": ["migration_3O"]},
+        "rotation": {**DETECTION}}))
+    by_task = {line.split("finetune.")[1].split(".")[0].split(" ")[0]: line for line in lines}
+    assert "finetune.detection.config = 'configs/detection/no_such.py': no such file" in by_task["detection"]
+    assert "finetune.segmentation.cfg_option = {}: unknown key" in by_task["segmentation"]
+    assert "rename it to 'cfg_options'" in by_task["segmentation"]
+    assert "finetune.rotated.eval_variants = 'migration_3O': unknown acceleration variant" in by_task["rotated"]
+    assert "rename it to 'migration_30'" in by_task["rotated"]
+    assert "finetune.rotation = {" in by_task["rotation"] and "rename it to 'rotated'" in by_task["rotation"]
+    assert len(lines) == 4
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
+    lines = problems(write_params(tmp_path, pretrain={"total_steps": -5},
+                                  finetune={"classification": {**CLASSIFICATION, "batch_size": 0}},
+                                  data={"sets": {"imagenet": {"num_clases": 3}}}))
+    assert [line.split(" = ")[0].split(": ")[1] for line in lines] == [
+        "pretrain.total_steps", "finetune.classification.batch_size", "data.sets.imagenet.num_clases"]
+    assert "rename it to 'num_classes'" in lines[2]
+
+
+def test_real_data_that_is_not_there_is_named_with_the_fix(tmp_path):
+    """params.yaml's own advice for real runs: point data.root at the data, set data.generate: false. The
+    data sets' generator arguments are then not used; a missing root is named before anything runs."""
+    path = write_params(tmp_path, data={"root": str(tmp_path / "datasets"), "generate": False})
+    PipelineParams.load(path)  # without the data check: the file itself is fine
+    [line] = problems(path, check_data=True)
+    assert f"data.root = '{tmp_path / 'datasets'}': no such folder" in line
+    assert "point data.root at the folder holding your data sets" in line and "data.generate: true" in line
+
+    (tmp_path / "datasets").mkdir()
+    [line] = problems(path, check_data=True)
+    assert f"data.sets.imagenet = '{tmp_path / 'datasets' / 'imagenet'}': no such folder under data.root" in line
+
+
+def test_real_data_leave_the_generator_arguments_unused_with_a_note(tmp_path):
+    generated = PipelineParams.load(write_params(tmp_path))
+    run_stage("prepare_data", generated)
+    (tmp_path / "real").mkdir()
+    real = PipelineParams.load(write_params(tmp_path / "real", data={"root": generated.data.root, "generate": False},
+                                            experiment={"output_dir": "outputs"}), check_data=True)
+    result = run_stage("prepare_data", real)
+    assert any("generator arguments" in note and "not used" in note for note in result.notes)
+    assert "imagenet/train/images: 12 samples" in result.notes
+
+
+def test_the_stage_command_prints_the_problems_and_no_traceback(tmp_path):
+    path = write_params(tmp_path, pretrain={"total_steps": -5})
+    process = subprocess.run([sys.executable, "-m", "flows.stages", "prepare_data", "--params", str(path)], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == 2
+    assert process.stderr.strip() == f"{path}: pretrain.total_steps = -5: must be at least 1. Fix: set " \
+                                     f"pretrain.total_steps to at least 1."
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_missing_or_broken_file_is_one_line(tmp_path):
+    [line] = problems(tmp_path / "nowhere.yaml")
+    assert "no such parameters file" in line
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("pretrain: {total_steps: 4\n")
+    [line] = problems(broken)
+    assert "not valid YAML" in line and line.startswith(f"{broken}: line ")
