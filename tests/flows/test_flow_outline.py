@@ -38,3 +38,10 @@ def test_dvc_record_reads_every_stage_result_and_fine_tunes_read_the_export():
     assert results <= set(resolved["record"]["deps"])
     for task in FINETUNE_TASKS:
         assert str(params.pretrain_export().relative_to(REPO)) in resolved[f"finetune@{task}"]["deps"]
+
+
+def test_the_outline_fine_tunes_exactly_the_tasks_the_results_store_knows():
+    """``FINETUNE_TASKS`` stays a literal for DVC; the task names themselves are ``itpn.records.TASKS``."""
+    from itpn.records import TASKS
+
+    assert tuple(FINETUNE_TASKS) == TASKS
