@@ -147,8 +147,11 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
 
 
 def _should(message: str) -> str:
-    """Pydantic's "Input should be X" as "should be X"."""
-    return message.replace("Input should be", "should be")
+    """Pydantic's "Input should be X" as "must be X", its bounds in the library configs' words ("at least")."""
+    for pydantic_words, ours in (("Input should be", "must be"), ("greater than or equal to", "at least"),
+                                 ("less than or equal to", "at most")):
+        message = message.replace(pydantic_words, ours)
+    return message
 
 
 def _pydantic_problems(error: ValidationError, model: type[BaseModel], prefix: str = "") -> list[Problem]:
@@ -165,7 +168,7 @@ def _pydantic_problems(error: ValidationError, model: type[BaseModel], prefix: s
             problems.append(Problem(key, ..., "missing", f"add {key}; {EXAMPLE}"))
         else:
             message = _should(item["msg"])
-            fix = f"set {key} to a value that {message.replace('should', 'must')}"
+            fix = f"set {key} to a value that {message.replace('must be', 'is')}"
             problems.append(Problem(key, value, message, fix))
     return problems
 
@@ -248,14 +251,21 @@ class PipelineParams(Strict):
         """Parameters from a parsed mapping (what a parameters file holds), checked whole; relative
         locations are relative to ``base``. Raises ``ParamsError`` naming ``source``."""
         try:
-            params = cls.model_validate(raw)
+            params, problems = cls.model_validate(raw), []
         except ValidationError as error:
-            raise ParamsError(source, _pydantic_problems(error, cls)) from None
+            # Every problem at once: the sections the outline rejects are reported here, and the others are
+            # still checked below (through the library's configs) on parameters without the rejected ones.
+            problems = _pydantic_problems(error, cls)
+            rejected = {entry["loc"][0] for entry in error.errors() if entry["loc"]}
+            try:
+                params = cls.model_validate({key: value for key, value in raw.items() if key not in rejected})
+            except ValidationError:
+                raise ParamsError(source, problems) from None
         params.experiment.output_dir = _anchor(params.experiment.output_dir, base)
         params.experiment.stage_dirs = {stage: _anchor(folder, base)
                                         for stage, folder in params.experiment.stage_dirs.items()}
         params.data.root = _anchor(params.data.root, base)
-        problems = params.problems()
+        problems += params.problems()
         if check_data:
             problems += params.data_problems()
         if problems:

@@ -59,10 +59,10 @@ def test_a_misspelt_key_is_named_with_the_key_it_means(tmp_path, section, key, n
     ("finetune.classification", "lr", -1.0e-3, "greater than 0"),
     ("finetune.classification", "num_workers", -2, "at least 0"),
     ("finetune.classification", "warmup_epochs", -1, "at least 0"),
-    ("benchmark", "iterations", 0, "greater than or equal to 1"),
-    ("benchmark", "batch_size", 0, "greater than or equal to 1"),
-    ("experiment", "cpu_jobs", 0, "greater than or equal to 1"),
-    ("experiment", "gpus", -1, "greater than or equal to 0"),
+    ("benchmark", "iterations", 0, "at least 1"),
+    ("benchmark", "batch_size", 0, "at least 1"),
+    ("experiment", "cpu_jobs", 0, "at least 1"),
+    ("experiment", "gpus", -1, "at least 0"),
 ])
 def test_a_number_out_of_its_range_is_named_with_the_range(tmp_path, section, key, value, expected):
     overrides = {section: {key: value}}
@@ -81,7 +81,7 @@ def test_a_number_yaml_read_as_text_says_how_to_write_it(tmp_path):
 
 def test_a_value_of_the_wrong_type_is_named_with_the_type(tmp_path):
     [line] = problems(write_params(tmp_path, pretrain={"total_steps": "many"}))
-    assert "pretrain.total_steps = 'many': should be a valid integer" in line
+    assert "pretrain.total_steps = 'many': must be a valid integer" in line
 
 
 def test_openmmlab_sections_need_an_existing_config_and_known_keys_and_variants(tmp_path):
@@ -107,6 +107,21 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
     assert [line.split(" = ")[0].split(": ")[1] for line in lines] == [
         "pretrain.total_steps", "finetune.classification.batch_size", "data.sets.imagenet.num_clases"]
     assert "rename it to 'num_classes'" in lines[2]
+
+
+def test_a_section_the_outline_rejects_does_not_hide_the_library_sections_problems(tmp_path):
+    """The outline's own keys (pydantic) and the library sections are checked in one pass: a bad benchmark
+    value or a misspelt section is reported beside a bad pre-training value, not instead of it."""
+    path = write_params(tmp_path, benchmark={"batch_size": 0}, pretrain={"batch_size": 0})
+    lines = problems(path)
+    assert [line.split(" = ")[0].split(": ")[1] for line in lines] == ["benchmark.batch_size", "pretrain.batch_size"]
+    assert "benchmark.batch_size = 0: must be at least 1. Fix: set benchmark.batch_size to a value that is at " \
+           "least 1" in lines[0]
+    raw = yaml.safe_load(write_params(tmp_path, finetune={"classification": {**CLASSIFICATION, "epochs": 0}}).read_text())
+    raw["pretrian"] = raw.pop("pretrain")
+    path.write_text(yaml.safe_dump(raw))
+    lines = problems(path)
+    assert "unknown section" in lines[0] and "finetune.classification.epochs = 0" in lines[1]
 
 
 def test_real_data_that_is_not_there_is_named_with_the_fix(tmp_path):
