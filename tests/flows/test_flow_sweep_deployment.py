@@ -11,17 +11,20 @@ import pytest
 
 from services.store import open_reader
 
-from flow_params import write_params
+from flow_params import TINY_PARAMS, write_params
 from prefect_helpers import BIN, FINAL_STATES, POOLS, log_tail, stop
 
 TIMEOUT_S = 900
 # A run a worker has taken and not finished. Not SCHEDULED: the nightly deployment's cron keeps future runs
 # scheduled on the server, which never end while the test runs (waiting on them cost 120 s of teardown).
 ACTIVE_STATES = {"PENDING", "RUNNING", "CANCELLING"}
-# 150 epochs of 12 images: about 17 s of training alone, longer than two flow-run processes' start can
-# differ under load (8 s seen in CI with 1 epoch, 3 s long: they ran one after the other).
-CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 150, "warmup_epochs": 0, "num_workers": 0,
+# 96 updates (8 epochs of 48 images): about 25 s of training alone, longer than two flow-run processes' start
+# can differ under load (8 s seen in CI with 1 epoch, 3 s long: they ran one after the other). The updates
+# come from more images rather than more epochs: each epoch ends with a validation and a checkpoint
+# (150 epochs of 12 images took 150 s alone on a busy machine, these 8 of 48 67 s).
+CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 8, "warmup_epochs": 0, "num_workers": 0,
                   "model_ema": False, "mixup": 0.0, "cutmix": 0.0, "progress": False, "eval_variants": []}
+IMAGENET = {**TINY_PARAMS["data"]["sets"]["imagenet"], "train_per_class": 16}
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +60,8 @@ def workers(deployed, prefect_env, tmp_path):
 def test_a_sweep_of_two_variants_on_two_workers(workers, deployed, tmp_path):
     env, logs = workers
     api = deployed
-    params = write_params(tmp_path, experiment={"cpu_jobs": 2}, finetune={"classification": CLASSIFICATION})
+    params = write_params(tmp_path, experiment={"cpu_jobs": 2}, finetune={"classification": CLASSIFICATION},
+                          data={"sets": {"imagenet": IMAGENET}})
     sweep = httpx.get(f"{api}/deployments/name/sweep/sweep", timeout=30).json()
     response = httpx.post(f"{api}/deployments/{sweep['id']}/create_flow_run", timeout=30, json={"parameters": {
         "params_file": str(params), "name": "pair", "variants": ["baseline", "migration_30"],
