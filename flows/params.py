@@ -199,12 +199,21 @@ def _library_problems(config_class: type, values: dict[str, Any], prefix: str, b
         if name not in fields:
             problems.append(_unknown(key, value, fields))
             continue
+        if isinstance(value, str) and hints[name] in (bool, typing.Optional[bool]):  # pydantic reads "no" as False
+            problems.append(Problem(key, value, "must be true or false", f"write {key}: true or {key}: false "
+                                                                           "(unquoted: a quoted word is text)"))
+            continue
         try:
             TypeAdapter(hints[name]).validate_python(value)
         except ValidationError as error:
             message = _should(error.errors()[0]["msg"])
-            fix = _text_number_fix(key, value, message.removeprefix("should be "))
+            fix = _text_number_fix(key, value, message.removeprefix("must be "))
             problems.append(Problem(key, value, message, fix))
+            continue
+        allowed = getattr(config_class, "RANGES", {}).get(name)
+        if allowed is not None and value is not None and not allowed.admits(value):  # every one, not the first
+            expected = allowed.describe()
+            problems.append(Problem(key, value, f"must be {expected}", _text_number_fix(key, value, expected)))
     if problems:
         return problems
     try:

@@ -124,6 +124,16 @@ def test_a_section_the_outline_rejects_does_not_hide_the_library_sections_proble
     assert "unknown section" in lines[0] and "finetune.classification.epochs = 0" in lines[1]
 
 
+def test_every_bad_value_of_one_library_section_is_reported_and_quoted_booleans_are_refused(tmp_path):
+    lines = problems(write_params(tmp_path, pretrain={"total_steps": -40, "batch_size": 0, "norm_pix_loss": "false",
+                                                      "warmup_steps": 1.5}))
+    by_key = {line.split(" = ")[0].split(": ")[1]: line for line in lines}
+    assert sorted(by_key) == ["pretrain.batch_size", "pretrain.norm_pix_loss", "pretrain.total_steps",
+                              "pretrain.warmup_steps"]
+    assert "pretrain.norm_pix_loss = 'false': must be true or false" in by_key["pretrain.norm_pix_loss"]
+    assert "Fix: set pretrain.warmup_steps to a valid integer" in by_key["pretrain.warmup_steps"]  # a sentence
+
+
 def test_real_data_that_is_not_there_is_named_with_the_fix(tmp_path):
     """params.yaml's own advice for real runs: point data.root at the data, set data.generate: false. The
     data sets' generator arguments are then not used; a missing root is named before anything runs."""
