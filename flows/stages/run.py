@@ -24,6 +24,10 @@ def run_stage(stage: str, params: PipelineParams, force: bool = False, fresh: bo
         cached = StageResult.read(previous)
         if cached.key == key:
             return cached
+    if previous.exists() and int(os.environ.get("RANK", "0")) == 0 and StageResult.read(previous).key != key:
+        # it describes the run folder about to be cleared: kept, a return to its parameters after this run
+        # failed or was killed would take it as current and find its files gone
+        previous.unlink()
     claim_run_directory(params.run_dir(stage), key, fresh=fresh)
     started_at, start = datetime.now(UTC), time.perf_counter()
     result = STAGES[stage](params)

@@ -1,5 +1,6 @@
 """The stages shared by Prefect and DVC: results, cache keys, parameter errors."""
 import json
+from pathlib import Path
 import threading
 import time
 
@@ -77,6 +78,29 @@ def test_changed_parameters_start_a_fresh_run_directory(tmp_path):
     assert second.metrics[0]["value"] == expected.metrics[0]["value"] != first.metrics[0]["value"]
     curve = [json.loads(line) for line in open(second.curves[0]["url"])]
     assert [row["step"] for row in curve] == [1, 2, 3]  # trained every step again, no row of the stale run
+
+
+def test_a_changed_run_that_fails_leaves_no_stale_result_for_the_parameters_before_it(tmp_path, monkeypatch):
+    """Parameters A run; parameters B (another key) clear A's run folder and fail; A again must run, not
+    take A's old result.json as current while its files are gone."""
+    import flows.stages.run as run_module
+
+    def body(params):
+        run_dir = params.run_dir("prepare_data")
+        if params.data.sets["imagenet"]["seed"] == 1:
+            raise RuntimeError("killed")
+        (run_dir / "made.txt").write_text("made")
+        return StageResult("prepare_data", "", outputs={"made": str(run_dir / "made.txt")})
+
+    monkeypatch.setitem(run_module.STAGES, "prepare_data", body)
+    imagenet = {"seed": 0, "num_classes": 3, "train_per_class": 4, "val_per_class": 2, "image_size": 32}
+    first = PipelineParams.load(write_params(tmp_path, data={"sets": {"imagenet": imagenet}}))
+    made = run_stage("prepare_data", first).outputs["made"]
+    changed = PipelineParams.load(write_params(tmp_path, data={"sets": {"imagenet": {**imagenet, "seed": 1}}}))
+    with pytest.raises(RuntimeError, match="killed"):
+        run_stage("prepare_data", changed)
+    again = run_stage("prepare_data", PipelineParams.load(write_params(tmp_path, data={"sets": {"imagenet": imagenet}})))
+    assert again.outputs["made"] == made and Path(made).read_text() == "made"  # run again, its file is there
 
 
 def test_under_torchrun_the_other_ranks_wait_until_rank_0_has_cleared_a_stale_run(tmp_path):
