@@ -7,7 +7,7 @@ import numpy as np
 
 from .._check import Checker
 from ..classes import ADE20K_CLASSES
-from ..errors import LayoutError, MaskValueError, ValidationReport
+from ..errors import ValidationReport
 from .layout import BASE, NUM_CLASSES, SPLITS, clear_bad_values, rel_path
 
 

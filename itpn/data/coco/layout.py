@@ -1,7 +1,6 @@
 """COCO 2017's layout (annotation files, image folders) and its uncompressed RLE (``uncompressed_rle``)."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np

@@ -7,10 +7,9 @@ from typing import Any, Iterable
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 
 from .._check import Checker
-from ..errors import AnnotationSchemaError, LayoutError, ValidationReport
+from ..errors import ValidationReport
 from .layout import SPLITS, TOLERANCE, YEAR, annotation_file, image_dir
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .._check import IMAGE_EXTENSIONS, Checker
 from ..classes import DOTA_CLASSES
-from ..errors import LayoutError, ValidationReport
+from ..errors import ValidationReport
 from .layout import LABELLED_SPLITS, SPLITS, file_stem, usable_objects
 
 

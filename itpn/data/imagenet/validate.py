@@ -9,7 +9,7 @@ from PIL import Image
 
 from .._check import Checker, decode_image
 from ..classes import imagenet_wnids
-from ..errors import CorruptImageError, LayoutError, ValidationReport
+from ..errors import ValidationReport
 from ..fs import join, list_dirs
 from .layout import CLASSES_FILE, SPLITS, STANDARD_COUNTS, is_image
 
