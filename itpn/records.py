@@ -3,9 +3,8 @@
 A fine-tune writes ``metrics.json`` (a JSON list of metric rows) and ``curve.jsonl`` (one metric row a
 line); pre-training logs ``metrics.jsonl`` (a step and its values a line, ``read_metrics_jsonl``); the
 acceleration benchmark returns benchmark rows. The flows read these files and hand the rows to the
-results store (``services.store``), which keeps exactly these fields. The module itself uses no torch;
-importing it imports ``itpn``, which registers the models with timm (the store and the dashboard pay that
-once per process, about 4 s on two cores: our choice, so that ``import itpn`` keeps registering them).
+results store (``services.store``), which keeps exactly these fields. It imports no torch
+(the store, the dashboard and the flows read it without loading a model library).
 """
 from __future__ import annotations
 

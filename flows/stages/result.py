@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 
 @dataclass
@@ -74,7 +73,10 @@ def write_curves_csv(curves: list[dict[str, Any]], path: Path) -> None:
 
 
 def hardware() -> dict[str, Any]:
-    """The machine a stage ran on: platform, Python, torch, CPUs and GPUs."""
+    """The machine a stage ran on: platform, Python, torch, CPUs and GPUs (torch imported here: the
+    orchestrator's processes that only read results need not load it)."""
+    import torch
+
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpus": os.cpu_count()}
     if torch.cuda.is_available():
