@@ -291,6 +291,46 @@ def models(resolution: int = typer.Option(224, help="input size for the GFLOPs c
 
 
 @app.command()
+def attention(image: str = typer.Argument(..., help="an image file (any format PIL reads)"),
+              model: str = typer.Option("fast_itpn_base_patch16_224", help="a model of `itpn models`"),
+              checkpoint: Optional[str] = typer.Option(None, help="weights: a pre-training export, a fine-tuned or "
+                                                       "released checkpoint (default: random initialisation)"),
+              block: int = typer.Option(..., help="stage-3 block, 0-based (Figure 6 shows several depths)"),
+              query: str = typer.Option(..., help="the query pixel as X,Y in the resized image"),
+              size: int = typer.Option(224, help="the image is resized to SIZE x SIZE (Figure 6: 224, COCO 512)"),
+              out: str = typer.Option("attention.png", help="the PNG to write")) -> None:
+    """Draw the attention map of one query token (the paper's Figure 6): the head-averaged softmax row of
+    the query in a stage-3 block, over the image, the query outlined in red. Compare an iTPN export, one
+    pre-trained without the pyramid and a MIM baseline by running it on each checkpoint."""
+    try:
+        x, y = (int(part) for part in query.split(","))
+    except ValueError:
+        typer.secho(f"--query {query!r}: expected two integers X,Y (pixels of the {size}x{size} image), "
+                    f"e.g. --query {size // 2},{size // 2}", fg="red", err=True)
+        raise typer.Exit(2)
+    from itpn.analysis import attention_figure
+    from itpn.models import MODEL_NAMES, create_model, load_checkpoint
+
+    if model not in MODEL_NAMES:
+        typer.secho(f"--model {model!r} is not one of ours; `itpn models` lists them", fg="red", err=True)
+        raise typer.Exit(2)
+    network = create_model(model, img_size=size)
+    if checkpoint:
+        # the pyramid and heads are not on the path to stage 3's attention; the backbone must load whole
+        report = load_checkpoint(network, checkpoint, skip=("pyramid.",))
+        console.print(f"loaded {checkpoint}: {report.summary()}")
+    try:
+        drawn, weights = attention_figure(network, image, block, (x, y), size=size)
+    except (FileNotFoundError, ValueError) as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(2)
+    drawn.save(out)
+    top = weights.mean.flatten().max().item()
+    console.print(f"{out}: block {block}, query token (row {weights.query[0]}, column {weights.query[1]}) of a "
+                  f"{weights.mean.shape[0]}x{weights.mean.shape[1]} grid, largest weight {top:.3f}")
+
+
+@app.command()
 def dashboard(port: int = typer.Option(8501), address: str = typer.Option("127.0.0.1")) -> None:
     """Start the Streamlit dashboard over the results store (read-only)."""
     from dashboard.launch import streamlit_command, streamlit_env
