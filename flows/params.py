@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,10 @@ from .outline import FINETUNE_TASKS, REPO_ROOT, RUN_FOLDER, STAGE_NAMES
 
 OPENMMLAB_TASKS = tuple(task for task, spec in FINETUNE_TASKS.items() if spec["library"] == "itpn/mmlab")
 EXAMPLE = "the repository's params.yaml shows every section with working values"
+# What experiment.device may be: itpn.runtime.setup_runtime's "auto" and "cuda" (the local rank's GPU), or a
+# torch.device of one of these types ("cuda:1"); the list is the one an error shows.
+DEVICES = ("auto", "cpu", "cuda", "cuda:0", "mps", "xpu")
+DEVICE_PATTERN = r"auto|cpu|mps|(cuda|xpu)(:\d+)?"
 
 
 def _anchor(location: str, base: Path) -> str:
@@ -199,21 +205,9 @@ def _library_problems(config_class: type, values: dict[str, Any], prefix: str, b
         if name not in fields:
             problems.append(_unknown(key, value, fields))
             continue
-        if isinstance(value, str) and hints[name] in (bool, typing.Optional[bool]):  # pydantic reads "no" as False
-            problems.append(Problem(key, value, "must be true or false", f"write {key}: true or {key}: false "
-                                                                           "(unquoted: a quoted word is text)"))
-            continue
-        try:
-            TypeAdapter(hints[name]).validate_python(value)
-        except ValidationError as error:
-            message = _should(error.errors()[0]["msg"])
-            fix = _text_number_fix(key, value, message.removeprefix("must be "))
-            problems.append(Problem(key, value, message, fix))
-            continue
-        allowed = getattr(config_class, "RANGES", {}).get(name)
-        if allowed is not None and value is not None and not allowed.admits(value):  # every one, not the first
-            expected = allowed.describe()
-            problems.append(Problem(key, value, f"must be {expected}", _text_number_fix(key, value, expected)))
+        problem = _value_problem(key, value, hints[name], getattr(config_class, "RANGES", {}).get(name))
+        if problem is not None:
+            problems.append(problem)
     if problems:
         return problems
     try:
@@ -225,6 +219,45 @@ def _library_problems(config_class: type, values: dict[str, Any], prefix: str, b
     except ValueError as error:
         return [Problem(prefix, ..., str(error), f"change {prefix} as the message says; {EXAMPLE}")]
     return []
+
+
+def _generator_problems(kind: str, arguments: dict[str, Any]) -> list[Problem]:
+    """``data.sets.<kind>`` against its generator: unknown arguments, each value against the argument's type
+    (the generator's signature) and against the rule the generator itself checks (``GENERATOR_ARGUMENTS``)."""
+    from itpn.data.prepare import GENERATOR_ARGUMENTS, GENERATORS
+
+    parameters = dict(inspect.signature(GENERATORS[kind], eval_str=True).parameters)
+    parameters.pop("url", None)
+    rules = GENERATOR_ARGUMENTS[kind]
+    problems = []
+    for name, value in arguments.items():
+        key = f"data.sets.{kind}.{name}"
+        if name not in parameters:
+            problems.append(_unknown(key, value, parameters, "generator argument"))
+            continue
+        problem = _value_problem(key, value, parameters[name].annotation, rules.get(name))
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def _value_problem(key: str, value: Any, annotation: Any, rule: Any = None) -> Problem | None:
+    """The problem of one value, if any: not finite, not of ``annotation``'s type, or outside ``rule`` (an
+    object with ``admits`` and ``describe``, e.g. ``itpn.config.Range``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return Problem(key, value, "must be a finite number", f"set {key} to a finite number")
+    if isinstance(value, str) and annotation in (bool, typing.Optional[bool]):  # pydantic reads "no" as False
+        return Problem(key, value, "must be true or false", f"write {key}: true or {key}: false "
+                                                             "(unquoted: a quoted word is text)")
+    try:
+        TypeAdapter(annotation).validate_python(value)
+    except ValidationError as error:
+        message = _should(error.errors()[0]["msg"])
+        return Problem(key, value, message, _text_number_fix(key, value, message.removeprefix("must be ")))
+    if rule is not None and value is not None and not rule.admits(value):  # every one, not the first
+        expected = rule.describe()
+        return Problem(key, value, f"must be {expected}", _text_number_fix(key, value, expected))
+    return None
 
 
 class PipelineParams(Strict):
@@ -244,12 +277,16 @@ class PipelineParams(Strict):
             raise ParamsError(path, [Problem("(file)", str(path), "no such parameters file",
                                              "give --params the path of a parameters file; " + EXAMPLE)])
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as error:
             where = getattr(error, "problem_mark", None)
             line = f"line {where.line + 1}" if where else "(file)"
             raise ParamsError(path, [Problem(line, ..., f"not valid YAML ({getattr(error, 'problem', error)})",
                                              "fix the YAML syntax there")]) from None
+        if raw is None:  # an empty file, or comments only: running on every default is never what was meant
+            raise ParamsError(path, [Problem("(file)", ..., "the file is empty (no sections)",
+                                             "write the sections to run (experiment, data, pretrain, finetune, "
+                                             "benchmark); " + EXAMPLE)])
         if not isinstance(raw, dict):
             raise ParamsError(path, [Problem("(file)", raw, "not a mapping of sections", EXAMPLE)])
         return cls.from_mapping(raw, source=path, base=path.resolve().parent, check_data=check_data)
@@ -289,7 +326,7 @@ class PipelineParams(Strict):
 
         problems = [_unknown(f"experiment.stage_dirs.{stage}", folder, STAGE_NAMES, "stage")
                     for stage, folder in self.experiment.stage_dirs.items() if stage not in STAGE_NAMES]
-        problems += self._model_problems()
+        problems += self._model_problems() + self._device_problems()
         problems += _library_problems(PretrainConfig, self.pretrain, "pretrain", self.pretrain_config)
         for task, section in self.finetune.items():
             if task not in FINETUNE_TASKS:
@@ -303,9 +340,7 @@ class PipelineParams(Strict):
             if kind not in GENERATORS:
                 problems.append(_unknown(f"data.sets.{kind}", arguments, GENERATORS, "data set"))
             elif self.data.generate:
-                accepted = set(inspect.signature(GENERATORS[kind]).parameters) - {"url"}
-                problems += [_unknown(f"data.sets.{kind}.{name}", value, accepted, "generator argument")
-                             for name, value in arguments.items() if name not in accepted]
+                problems += _generator_problems(kind, arguments)
         return problems + self._variant_problems("benchmark.variants", self.benchmark.variants)
 
     def _model_problems(self) -> list[Problem]:
@@ -317,6 +352,13 @@ class PipelineParams(Strict):
             return []
         return [_unknown("experiment.model", self.experiment.model, itpn.models.MODEL_NAMES, "model",
                          unknown_value=True)]
+
+    def _device_problems(self) -> list[Problem]:
+        """``experiment.device`` must be one ``itpn.runtime.setup_runtime`` (``torch.device``) takes."""
+        device = self.experiment.device
+        if re.fullmatch(DEVICE_PATTERN, device):
+            return []
+        return [_unknown("experiment.device", device, DEVICES, "device", unknown_value=True)]
 
     def _variant_problems(self, key: str, variants: list[str]) -> list[Problem]:
         from itpn.models import VARIANTS

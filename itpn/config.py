@@ -3,6 +3,7 @@ values out of their range."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, TypeVar
 
@@ -32,7 +33,8 @@ class Range:
     open_high: bool = False
 
     def admits(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        """A finite int or float within the bounds (a bool, a text, NaN or an infinity never is)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         above = self.low is None or (value > self.low if self.open_low else value >= self.low)
         below = self.high is None or (value < self.high if self.open_high else value <= self.high)
@@ -60,7 +62,12 @@ class DataclassConfig:
     RANGES: Mapping[str, Range] = {}
 
     def check_ranges(self) -> None:
-        """Raise ``ConfigValueError`` for a setting outside its ``RANGES`` entry (a text or a NaN included)."""
+        """Raise ``ConfigValueError`` for a setting outside its ``RANGES`` entry (a text or a NaN included),
+        and for any float setting that is not finite (an ``inf`` learning rate, a NaN weight decay)."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigValueError(field.name, value, "a finite number")
         for name, allowed in self.RANGES.items():
             value = getattr(self, name)
             if value is not None and not allowed.admits(value):

@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ._check import MANIFEST_NAME
-from ._gen import GeneratedData
+from ._gen import GeneratedData, Rule
 from .ade20k import generate_ade20k
+from .ade20k.generate import ARGUMENTS as ADE20K_ARGUMENTS
 from .coco import generate_coco
+from .coco.generate import ARGUMENTS as COCO_ARGUMENTS
 from .dota import generate_dota
+from .dota.generate import ARGUMENTS as DOTA_ARGUMENTS
 from .errors import ValidationReport
 from .fs import join, open_fs, write_bytes
 from .imagenet import generate_imagenet
+from .imagenet.generate import ARGUMENTS as IMAGENET_ARGUMENTS
 from .manifest import build_manifest, content_hash, load_manifest
 from .validate import check_kind, validate
 
@@ -23,12 +28,26 @@ def _generate_imagenet_tar(url: str, **kwargs: Any) -> GeneratedData:
     return generate_imagenet(url, layout="tar", **kwargs)
 
 
+# generate_imagenet's arguments but ``layout`` (fixed to "tar"): what a parameters file may give this kind
+_IMAGENET_SIGNATURE = inspect.signature(generate_imagenet, eval_str=True)
+_generate_imagenet_tar.__signature__ = _IMAGENET_SIGNATURE.replace(  # type: ignore[attr-defined]
+    parameters=[parameter for name, parameter in _IMAGENET_SIGNATURE.parameters.items() if name != "layout"])
+
+
 GENERATORS: dict[str, Callable[..., GeneratedData]] = {
     "imagenet": generate_imagenet,
     "imagenet_tar": _generate_imagenet_tar,
     "coco": generate_coco,
     "ade20k": generate_ade20k,
     "dota": generate_dota,
+}
+# What each generator's arguments may be: the generator checks them before it writes, flows.params before a run.
+GENERATOR_ARGUMENTS: dict[str, dict[str, Rule]] = {
+    "imagenet": IMAGENET_ARGUMENTS,
+    "imagenet_tar": IMAGENET_ARGUMENTS,
+    "coco": COCO_ARGUMENTS,
+    "ade20k": ADE20K_ARGUMENTS,
+    "dota": DOTA_ARGUMENTS,
 }
 
 

@@ -63,6 +63,9 @@ def test_a_misspelt_key_is_named_with_the_key_it_means(tmp_path, section, key, n
     ("benchmark", "batch_size", 0, "at least 1"),
     ("experiment", "cpu_jobs", 0, "at least 1"),
     ("experiment", "gpus", -1, "at least 0"),
+    ("pretrain", "lr", float("inf"), "must be a finite number"),
+    ("pretrain", "weight_decay", float("nan"), "must be a finite number"),
+    ("finetune.classification", "lr", float("inf"), "must be a finite number"),
 ])
 def test_a_number_out_of_its_range_is_named_with_the_range(tmp_path, section, key, value, expected):
     overrides = {section: {key: value}}
@@ -70,6 +73,48 @@ def test_a_number_out_of_its_range_is_named_with_the_range(tmp_path, section, ke
         overrides = {"finetune": {"classification": {**CLASSIFICATION, key: value}}}
     [line] = problems(write_params(tmp_path, **overrides))
     assert f"{section}.{key} = {value!r}: " in line and expected in line
+
+
+@pytest.mark.parametrize("kind, key, value, expected", [
+    ("imagenet", "num_classes", -3, "must be a whole number at least 1 and at most 1000"),
+    ("imagenet", "train_per_class", 2.5, "must be a valid integer"),
+    ("imagenet", "image_size", 30, "must be a multiple of 16 and at least 16"),
+    ("imagenet", "seed", -1, "must be a whole number at least 0"),
+    ("imagenet_tar", "samples_per_shard", 0, "must be a whole number at least 1"),
+    ("coco", "objects_per_image", [5, 2], "must be [min, max] with 0 <= min <= max"),
+    ("coco", "crowd_fraction", 1.5, "must be at least 0 and at most 1"),
+    ("coco", "num_classes", 81, "must be a whole number at least 1 and at most 80"),
+    ("ade20k", "val_images", 0, "must be a whole number at least 1"),
+    ("dota", "object_scale", 0.0, "must be greater than 0"),
+    ("dota", "object_scale", float("inf"), "must be a finite number"),
+])
+def test_a_generator_argument_is_checked_as_the_generator_checks_it(tmp_path, kind, key, value, expected):
+    [line] = problems(write_params(tmp_path, data={"sets": {kind: {key: value}}}))
+    assert f"data.sets.{kind}.{key} = {value!r}: {expected}" in line
+
+
+def test_the_generators_refuse_the_same_values_before_writing_anything(tmp_path):
+    from itpn.data import generate_coco, generate_imagenet
+
+    with pytest.raises(ValueError, match=r"num_classes must be a whole number at least 1 and at most 1000, got -3"):
+        generate_imagenet(str(tmp_path / "imagenet"), num_classes=-3)
+    with pytest.raises(ValueError, match=r"crowd_fraction must be at least 0 and at most 1, got 1.5"):
+        generate_coco(str(tmp_path / "coco"), crowd_fraction=1.5)
+    assert not (tmp_path / "imagenet").exists() and not (tmp_path / "coco").exists()
+
+
+def test_the_tar_layout_takes_the_imagenet_generators_arguments_but_its_layout(tmp_path):
+    PipelineParams.load(write_params(tmp_path, data={"sets": {"imagenet_tar": {"num_classes": 3,
+                                                                                "samples_per_shard": 4}}}))
+    [line] = problems(write_params(tmp_path, data={"sets": {"imagenet_tar": {"layout": "folder"}}}))
+    assert "data.sets.imagenet_tar.layout = 'folder': unknown generator argument" in line
+
+
+def test_an_unknown_device_is_named_with_the_devices_there_are(tmp_path):
+    [line] = problems(write_params(tmp_path, experiment={"device": "cdu"}))
+    assert "experiment.device = 'cdu': unknown device" in line and "rename it to 'cpu'" in line
+    for device in ("cuda:1", "auto", "cpu"):
+        assert PipelineParams.load(write_params(tmp_path, experiment={"device": device})).experiment.device == device
 
 
 def test_a_number_yaml_read_as_text_says_how_to_write_it(tmp_path):
@@ -176,3 +221,7 @@ def test_a_missing_or_broken_file_is_one_line(tmp_path):
     broken.write_text("pretrain: {total_steps: 4\n")
     [line] = problems(broken)
     assert "not valid YAML" in line and line.startswith(f"{broken}: line ")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set yet\n")
+    [line] = problems(empty)
+    assert "the file is empty (no sections)" in line

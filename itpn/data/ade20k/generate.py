@@ -8,9 +8,14 @@ import numpy as np
 from PIL import Image
 
 from .. import _render
-from .._gen import GeneratedData, check_size, empty_target, sample_rng
+from ...config import COUNT, NON_NEGATIVE, Range
+from .._gen import GeneratedData, ImageSize, Whole, check_arguments, empty_target, sample_rng
 from ..fs import join, write_bytes
 from .layout import BASE, NUM_CLASSES, SPLITS, rel_path
+
+# What each argument of the generator may be (flows.params checks a parameters file against the same).
+ARGUMENTS = {"seed": Whole(NON_NEGATIVE), "num_classes": Whole(Range(1, NUM_CLASSES)), "train_images": Whole(COUNT),
+             "val_images": Whole(COUNT), "image_size": ImageSize(32)}
 
 
 def generated_values(num_classes: int) -> list[int]:
@@ -62,7 +67,8 @@ def generate_ade20k(
     Each image has two textured regions split by a wavy boundary, 1–3 shapes and an unlabelled (0)
     patch; every class has its own colour/texture, and the PNG mask is the exact label map painted.
     """
-    check_size("image_size", image_size, 32)
+    check_arguments(ARGUMENTS, seed=seed, num_classes=num_classes, train_images=train_images, val_images=val_images,
+                    image_size=image_size)
     start = time.perf_counter()
     params = dict(seed=seed, num_classes=num_classes, train_images=train_images, val_images=val_images,
                   image_size=image_size)

@@ -9,10 +9,16 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .. import _render
-from .._gen import GeneratedData, check_count_range, check_size, empty_target, sample_rng
+from ...config import COUNT, FRACTION, NON_NEGATIVE, Range
+from .._gen import CountRange, GeneratedData, ImageSize, Whole, check_arguments, empty_target, sample_rng
 from ..classes import coco_categories
 from ..fs import join, write_bytes
 from .layout import annotation_file, image_dir, uncompressed_rle
+
+# What each argument of the generator may be (flows.params checks a parameters file against the same).
+ARGUMENTS = {"seed": Whole(NON_NEGATIVE), "num_classes": Whole(Range(1, 80)), "train_images": Whole(COUNT),
+             "val_images": Whole(COUNT), "image_size": ImageSize(32), "objects_per_image": CountRange(),
+             "crowd_fraction": FRACTION}
 
 
 def generated_categories(num_classes: int) -> list[tuple[int, str]]:
@@ -81,8 +87,9 @@ def generate_coco(
     The json lists all 80 COCO categories with their real ids; ``num_classes`` of them are drawn.
     Non-crowd objects are polygons, crowd objects (``crowd_fraction``) uncompressed RLE, as in COCO.
     """
-    check_size("image_size", image_size, 32)
-    lo, hi = check_count_range("objects_per_image", objects_per_image)
+    check_arguments(ARGUMENTS, seed=seed, num_classes=num_classes, train_images=train_images, val_images=val_images,
+                    image_size=image_size, objects_per_image=objects_per_image, crowd_fraction=crowd_fraction)
+    lo, hi = objects_per_image
     start = time.perf_counter()
     params = dict(seed=seed, num_classes=num_classes, train_images=train_images, val_images=val_images,
                   image_size=image_size, objects_per_image=[lo, hi], crowd_fraction=crowd_fraction)

@@ -7,10 +7,16 @@ from typing import Any
 import numpy as np
 
 from .. import _render
-from .._gen import GeneratedData, check_count_range, check_size, empty_target, sample_rng
+from ...config import COUNT, NON_NEGATIVE, POSITIVE, Range
+from .._gen import CountRange, GeneratedData, ImageSize, Whole, check_arguments, empty_target, sample_rng
 from ..classes import DOTA_CLASSES
 from ..fs import join, write_bytes
 from .layout import format_object
+
+# What each argument of the generator may be (flows.params checks a parameters file against the same).
+ARGUMENTS = {"seed": Whole(NON_NEGATIVE), "num_classes": Whole(Range(1, len(DOTA_CLASSES))),
+             "train_images": Whole(COUNT), "val_images": Whole(COUNT), "image_size": ImageSize(64),
+             "objects_per_image": CountRange(), "object_scale": POSITIVE}
 
 
 def generated_classes(num_classes: int) -> list[str]:
@@ -66,8 +72,9 @@ def generate_dota(
     Each drawn class (``num_classes`` of the 15) has its own size, aspect ratio, colour and texture;
     ~10 % of objects are marked difficult. ``object_scale`` scales all objects (use < 1 with small images).
     """
-    check_size("image_size", image_size, 64)
-    lo, hi = check_count_range("objects_per_image", objects_per_image)
+    check_arguments(ARGUMENTS, seed=seed, num_classes=num_classes, train_images=train_images, val_images=val_images,
+                    image_size=image_size, objects_per_image=objects_per_image, object_scale=object_scale)
+    lo, hi = objects_per_image
     start = time.perf_counter()
     params = dict(seed=seed, num_classes=num_classes, train_images=train_images, val_images=val_images,
                   image_size=image_size, objects_per_image=[lo, hi], object_scale=object_scale)

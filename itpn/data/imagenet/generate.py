@@ -13,11 +13,16 @@ import numpy as np
 
 from .. import _render
 from .._base import resolve_skip
-from .._gen import GeneratedData, check_size, empty_target, sample_rng
+from ...config import COUNT, NON_NEGATIVE, Range
+from .._gen import GeneratedData, ImageSize, Whole, check_arguments, empty_target, sample_rng
 from ..classes import imagenet_wnids
 from ..fs import join, open_fs, read_bytes, write_bytes
 from .dataset import ImageNetFolder
 from .layout import CLASSES_FILE, SPLITS
+
+# What each argument of generate_imagenet may be (flows.params checks a parameters file against the same).
+ARGUMENTS = {"seed": Whole(NON_NEGATIVE), "num_classes": Whole(Range(1, 1000)), "train_per_class": Whole(COUNT),
+             "val_per_class": Whole(COUNT), "image_size": ImageSize(16), "samples_per_shard": Whole(COUNT)}
 
 
 def generated_wnids(num_classes: int) -> list[str]:
@@ -70,9 +75,8 @@ def generate_imagenet(
     Class folders use real ImageNet wnids (spread over the 1000). ``layout="tar"`` writes the
     sharded-tar layout instead of class folders.
     """
-    check_size("image_size", image_size, 16)
-    if train_per_class < 1 or val_per_class < 1:
-        raise ValueError("train_per_class and val_per_class must be at least 1")
+    check_arguments(ARGUMENTS, seed=seed, num_classes=num_classes, train_per_class=train_per_class,
+                    val_per_class=val_per_class, image_size=image_size, samples_per_shard=samples_per_shard)
     if layout not in ("folder", "tar"):
         raise ValueError(f"layout must be 'folder' or 'tar', got {layout!r}")
     start = time.perf_counter()
