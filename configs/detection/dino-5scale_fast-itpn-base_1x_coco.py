@@ -1,7 +1,7 @@
 # DINO 1x (12 epochs) on COCO with Fast-iTPN-B, the paper's Table 6 detector. The pyramid's five
 # 256-d levels (strides 4..64) go straight into the deformable encoder: neck=None, 5 feature levels.
 # AdamW lr 1e-4, weight decay 0.05, layer-wise lr decay 0.90, 8 GPUs x 2 images.
-_base_ = ['mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', '../_base_/itpn_runtime.py']
+_base_ = ['mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', '../_base_/itpn_runtime.py', '../_base_/itpn_backbone.py']
 
 itpn_task = 'detection'
 itpn_dataset = 'coco'
@@ -10,19 +10,7 @@ num_levels = 5
 
 model = dict(
     data_preprocessor=dict(pad_size_divisor=32),  # the backbone takes sides that are multiples of 16
-    backbone=dict(
-        _delete_=True,
-        type='ITPNBackbone',
-        model_name='fast_itpn_base_patch16_224',
-        img_size=224,  # the pre-training grid; position embeddings are resampled to each input
-        out='pyramid',
-        pyramid_extra_levels=2,
-        fpn_dim=256,
-        fpn_depth=1,
-        drop_path_rate=0.1,
-        acceleration='baseline',  # an itpn.models.acceleration variant
-        checkpoint=None,  # the pre-training export (model.safetensors)
-    ),
+    backbone={{_base_.itpn_backbone}},
     neck=None,
     num_feature_levels=num_levels,
     encoder=dict(layer_cfg=dict(self_attn_cfg=dict(num_levels=num_levels))),

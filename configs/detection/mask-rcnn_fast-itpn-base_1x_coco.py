@@ -2,7 +2,7 @@
 # As the released iTPN detection configs: 4conv1fc box head with SyncBN and GIoU loss x10, DETR-style
 # multi-scale training, AdamW with layer-wise lr decay 0.90; the paper's lr 3e-4 dropped 10x at
 # 3/4 and 11/12 of the 12 epochs. 8 GPUs x 2 images.
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', '../_base_/itpn_runtime.py']
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', '../_base_/itpn_runtime.py', '../_base_/itpn_backbone.py']
 
 itpn_task = 'detection'
 itpn_dataset = 'coco'
@@ -10,19 +10,7 @@ data_root = 'data/coco/'
 
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='ITPNBackbone',
-        model_name='fast_itpn_base_patch16_224',
-        img_size=224,  # the pre-training grid; position embeddings are resampled to each input
-        out='pyramid',
-        pyramid_extra_levels=2,
-        fpn_dim=256,
-        fpn_depth=1,
-        drop_path_rate=0.1,
-        acceleration='baseline',  # an itpn.models.acceleration variant
-        checkpoint=None,  # the pre-training export (model.safetensors)
-    ),
+    backbone={{_base_.itpn_backbone}},
     neck=None,
     rpn_head=dict(anchor_generator=dict(strides=[4, 8, 16, 32, 64])),
     roi_head=dict(

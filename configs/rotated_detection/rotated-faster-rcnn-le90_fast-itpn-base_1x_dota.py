@@ -3,7 +3,8 @@
 # trains on the train patches, and DOTA's Task-1 mAP is computed on the full val images after the
 # patch detections are merged (DOTAMergedMetric). AdamW lr 1e-4, weight decay 0.05, layer-wise decay
 # 0.90; 8 GPUs x 2 patches.
-_base_ = ['mmrotate::rotated_faster_rcnn/rotated-faster-rcnn-le90_r50_fpn_1x_dota.py', '../_base_/itpn_runtime.py']
+_base_ = ['mmrotate::rotated_faster_rcnn/rotated-faster-rcnn-le90_r50_fpn_1x_dota.py', '../_base_/itpn_runtime.py',
+          '../_base_/itpn_backbone.py']
 
 itpn_task = 'rotated'
 itpn_dataset = 'dota'
@@ -12,19 +13,7 @@ itpn_dota_split = dict(patch_size=1024, gap=200)
 data_root = 'data/dota/split_1024_200/'  # where run_rotated writes the patches
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='ITPNBackbone',
-        model_name='fast_itpn_base_patch16_224',
-        img_size=224,  # the pre-training grid; position embeddings are resampled to each input
-        out='pyramid',
-        pyramid_extra_levels=2,
-        fpn_dim=256,
-        fpn_depth=1,
-        drop_path_rate=0.1,
-        acceleration='baseline',  # an itpn.models.acceleration variant
-        checkpoint=None,  # the pre-training export (model.safetensors)
-    ),
+    backbone={{_base_.itpn_backbone}},
     neck=None,
 )
 
