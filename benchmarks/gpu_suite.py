@@ -31,7 +31,6 @@ judged against the matmul ceiling measured at the start of the run, and the tabl
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import json
 import platform
@@ -52,13 +51,11 @@ from itpn.bench import (best_of_rounds, count_gflops, device_name, forward_peak_
                         matmul_peak_tflops, measure_throughput, measure_training_step, resolve_dtype)
 from itpn.bench.budget import Budget, Estimator
 from itpn.bench.cards import card_of_device
+from itpn.bench.cost import FAST_ITPN_LABELS, VIT_LABELS, size_text
 from itpn.bench.pretraining import measure_pretraining_step
 from itpn.models import VARIANTS, set_acceleration
 
-FAST_ITPN = {"Fast-iTPN-T": "fast_itpn_tiny_patch16_224", "Fast-iTPN-S": "fast_itpn_small_patch16_224",
-             "Fast-iTPN-B": "fast_itpn_base_patch16_224", "Fast-iTPN-L": "fast_itpn_large_patch16_224"}
-VIT = {"ViT-B/16": "vit_base_patch16_224", "ViT-L/16": "vit_large_patch16_224"}
-MODELS = {**FAST_ITPN, **VIT}
+MODELS = {**FAST_ITPN_LABELS, **VIT_LABELS}
 FIRST_COMPILED = ("Fast-iTPN-B", "ViT-B/16")  # the comparison the targets are about, compiled before the rest
 COMPILED_VARIANTS = ("baseline", "migration_30", "window", "window_gathering", "migration_30_gathering")  # Fig. 5
 TARGETS_NOTE = "targets of issue 24"
@@ -140,7 +137,7 @@ class Suite:
 
     # --- building and measuring ------------------------------------------------------------
     def build(self, label: str, size: tuple[int, int], **kwargs: Any) -> nn.Module:
-        extra = self.profile.vit_kwargs if label in VIT else self.profile.fast_itpn_kwargs
+        extra = self.profile.vit_kwargs if label in VIT_LABELS else self.profile.fast_itpn_kwargs
         with torch.device(self.device):
             return timm.create_model(MODELS[label], img_size=size, **{**extra, **kwargs}).eval()
 
@@ -214,10 +211,6 @@ class Suite:
 
 
 # --- the sections ---------------------------------------------------------------------------------
-def size_text(size: tuple[int, int]) -> str:
-    return f"{size[0]}²" if size[0] == size[1] else f"{size[0]}×{size[1]}"
-
-
 def inference_eager(suite: Suite) -> None:
     for side, batch in suite.profile.inference:
         size = (side, side)
@@ -259,7 +252,7 @@ def variants_eager(suite: Suite) -> None:
         if suite.budget.fits(estimate):
             start = time.monotonic()
 
-            def measure(config: Any) -> Callable[[], Any]:
+            def measure(config: Any, model: nn.Module = model) -> Callable[[], Any]:
                 def run() -> Any:
                     set_acceleration(model, config)
                     return measure_throughput(model, images, dtype=suite.dtype, warmup=suite.profile.warmup,
