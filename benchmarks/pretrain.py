@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -23,61 +21,29 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from itpn.bench import count_gflops, device_name, matmul_peak_tflops, resolve_dtype
-from itpn.bench.measure import synchronize
-from itpn.pretrain import PretrainConfig, Trainer
+from itpn.bench import device_name, matmul_peak_tflops, resolve_dtype
+from itpn.bench.pretraining import measure_pretraining_step
 
 SMALL_MODEL = dict(model_kwargs={"depths": [1, 1, 2], "embed_dim": 128, "num_heads": 2, "fpn_dim": 64},
                    img_size=64, decoder_dim=64, decoder_depth=2, decoder_heads=4)
 
 
-def build_trainer(args: argparse.Namespace, output: str) -> Trainer:
-    values = dict(model=args.model, teacher=args.teacher, batch_size=args.batch, total_steps=1000, warmup_steps=10,
-                  amp_dtype=args.dtype, device=args.device, output_url=output, progress=False, num_workers=0,
-                  compile=args.compile, mask_ratio=args.mask_ratio, resume=False)
+def benchmark(args: argparse.Namespace) -> dict:
+    values = dict(model=args.model, teacher=args.teacher, batch_size=args.batch, amp_dtype=args.dtype,
+                  device=args.device, compile=args.compile, mask_ratio=args.mask_ratio)
     if args.small:
         values.update(SMALL_MODEL, model="fast_itpn_tiny_patch16_224")
-    config = PretrainConfig.from_dict(values)
-    sizing_batch = [torch.zeros(3, config.img_size, config.img_size)] * config.batch_size  # sizes the schedule only
-    return Trainer(config, sizing_batch)
-
-
-def benchmark(args: argparse.Namespace) -> dict:
-    with tempfile.TemporaryDirectory() as output:
-        trainer = build_trainer(args, output)
-        device, config = trainer.runtime.device, trainer.config
-        images = torch.rand(config.batch_size, 3, config.img_size, config.img_size, device=device)
-        generator = torch.Generator().manual_seed(0)
-
-        def update() -> None:
-            mask = trainer.masks(config.batch_size, generator).to(device)
-            trainer.forward_backward(images, mask)
-            trainer.optimizer_step()
-
-        mask = trainer.masks(config.batch_size, generator).to(device)
-        gflops = count_gflops(lambda: trainer.forward_backward(images, mask))
-        trainer.optimizer.zero_grad(set_to_none=True)
-        for _ in range(args.warmup):
-            update()
-        synchronize(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        start = time.perf_counter()
-        for _ in range(args.iters):
-            update()
-        synchronize(device)
-        seconds = (time.perf_counter() - start) / args.iters
-        peak_memory = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-        peak_tflops = matmul_peak_tflops(device, resolve_dtype(args.dtype))  # the ceiling of the run's precision
-        achieved = gflops / seconds / 1e3
-        visible = trainer.masks.num_units - trainer.masks.num_masked
-        return dict(model=config.model if not args.small else "small (128-wide, 1+1+2)",
-                    resolution=f"{config.img_size}x{config.img_size}", teacher=config.teacher,
-                    mask_ratio=config.mask_ratio, visible_units=visible, batch_size=config.batch_size,
-                    dtype=config.amp_dtype, compile=config.compile, images_per_s=config.batch_size / seconds,
-                    step_ms=1000 * seconds, peak_memory_mb=peak_memory, gflops_per_step=gflops,
-                    achieved_tflops=achieved, matmul_peak_tflops=peak_tflops, mfu=achieved / peak_tflops,
-                    device=device_name(device))
+    step = measure_pretraining_step(values, warmup=args.warmup, iters=args.iters)
+    device = torch.device(args.device)
+    peak_tflops = matmul_peak_tflops(device, resolve_dtype(args.dtype))  # the ceiling of the run's precision
+    achieved = step.gflops_per_image * step.images_per_s / 1e3
+    return dict(model=args.model if not args.small else "small (128-wide, 1+1+2)",
+                resolution=f"{values.get('img_size', 224)}x{values.get('img_size', 224)}", teacher=args.teacher,
+                mask_ratio=args.mask_ratio, visible_units=step.visible_units, batch_size=step.batch_size,
+                dtype=args.dtype, compile=args.compile, images_per_s=step.images_per_s, step_ms=step.step_ms,
+                peak_memory_mb=step.peak_memory_mb, gflops_per_step=step.gflops_per_image * step.batch_size,
+                achieved_tflops=achieved, matmul_peak_tflops=peak_tflops, mfu=achieved / peak_tflops,
+                device=device_name(device))
 
 
 def print_table(row: dict, console: Console) -> None:

@@ -130,13 +130,15 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def _write(directory: Path, values: dict[str, Any], check_data: bool) -> tuple[str, PipelineParams]:
+def _write(directory: Path, values: dict[str, Any], check_data: bool, write: bool = True
+           ) -> tuple[str, PipelineParams]:
     """``values`` checked whole (a bad row fails here, before anything runs), then written as
-    ``directory/params.yaml``; returns the file and its parameters."""
-    directory.mkdir(parents=True, exist_ok=True)
+    ``directory/params.yaml`` (unless ``write`` is False); returns the file and its parameters."""
     path = directory / "params.yaml"
     params = PipelineParams.from_mapping(values, source=path, base=directory, check_data=check_data)
-    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    if write:
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(values, sort_keys=False))
     return str(path), params
 
 
@@ -159,13 +161,14 @@ def select_rows(table: str, rows: Optional[Sequence[str]]) -> Table:
 
 
 def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir: Optional[str] = None,
-         rows: Optional[Sequence[str]] = None, check_data: bool = False) -> list[Job]:
+         rows: Optional[Sequence[str]] = None, check_data: bool = False, write: bool = True) -> list[Job]:
     """The jobs of ``table`` at ``scale`` in the order they run; writes each job's parameters file.
 
     ``data_root``: a URL with the data sets in their real layouts (nothing is generated); ``output_dir``:
     where the grid's folders go (default ``<scale file's output_dir>/reproduce/<table>-<scale>``);
     ``rows``: run only these rows of the table (default: all); ``check_data``: real data sets must already
-    be under ``data_root``. A problem of any job's parameters raises ``ParamsError`` naming them all."""
+    be under ``data_root``; ``write``: False checks every job's parameters without writing them (``--plan``).
+    A problem of any job's parameters raises ``ParamsError`` naming them all."""
     spec = select_rows(table, rows)
     base_params = PipelineParams.load(scale_file(scale))
     base = base_params.model_dump()
@@ -187,7 +190,7 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
     data_dir = str(root / "data" / "prepare_data")  # every job reads the one prepared data set
     base["experiment"]["stage_dirs"] = {"prepare_data": data_dir}
     data_values = _merge(base, {"experiment": {"output_dir": str(root / "data")}})
-    jobs = [Job("prepare_data", [], *_write(root / "data", data_values, check_data))]
+    jobs = [Job("prepare_data", [], *_write(root / "data", data_values, check_data, write))]
     pretrainings: dict[str, Job] = {}
     for row in spec.rows:
         values = _merge(base, {"experiment": {"model_kwargs": row.model_kwargs}})
@@ -213,11 +216,11 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
             if key not in pretrainings:
                 folder = root / f"pretrain-{row.name}"
                 pretrainings[key] = Job("pretrain", [], *_write(folder, _merge(values, {
-                    "experiment": {"output_dir": str(folder)}}), check_data))
+                    "experiment": {"output_dir": str(folder)}}), check_data, write))
                 jobs.append(pretrainings[key])
             pretrainings[key].rows.append(row.name)
             values["experiment"]["stage_dirs"]["pretrain"] = str(pretrainings[key].params.stage_dir("pretrain"))
-        params_file, params = _write(row_dir, values, check_data)
+        params_file, params = _write(row_dir, values, check_data, write)
         for task in tasks:
             existing = next((job for job in jobs
                              if job.params_file == params_file and job.stage == finetune_stage(task)), None)
@@ -228,7 +231,7 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
     if spec.benchmark:
         bench = _merge(base, {"experiment": {"output_dir": str(root / "benchmark")},
                               "benchmark": {"variants": spec.variants}})
-        jobs.append(Job("benchmark_acceleration", spec.variants, *_write(root / "benchmark", bench, check_data)))
+        jobs.append(Job("benchmark_acceleration", spec.variants, *_write(root / "benchmark", bench, check_data, write)))
     return jobs
 
 

@@ -23,6 +23,50 @@ app.add_typer(store_app, name="store")
 console = Console()
 
 PARAMS_OPTION = typer.Option("params.yaml", "--params", "-p", help="the pipeline's parameters file")
+PLAN_OPTION = typer.Option(False, "--plan", help="print the GPU-hours each stage needs on --card and start nothing")
+CARD_OPTION = typer.Option("H200", "--card", help="the card --plan prices (H200, H100, H100-PCIe, A100, L40S, V100)")
+SUITE_OPTION = typer.Option("results/gpu_suite/gpu_suite.json", "--suite", help="gpu_suite.json measured on --card: "
+                            "its img/s replace the MFU assumption where it has the step (used when it exists)")
+
+
+def _print_plan(title: str, jobs: list[tuple[str, list[str], Any]], card_name: str, suite_file: str) -> None:
+    """GPU-hours per stage (``jobs``: stage, the table rows it serves, its parameters), per row and in total,
+    on ``card_name``, beside the paper's own figures (section 5.1). Starts nothing."""
+    from flows.costs import row_totals, stage_work
+    from itpn.bench.cards import get_card
+    from itpn.bench.cost import ASSUMED_MFU, load_suite, stage_cost
+
+    try:
+        card = get_card(card_name)
+        suite = load_suite(suite_file, card)
+    except ValueError as error:
+        raise typer.BadParameter(str(error))
+    costs = [stage_cost(stage_work(stage, params), card, suite) for stage, _, params in jobs]
+    view = Table(title=f"{title}: GPU-hours on one {card.name} ({card.bf16_tflops:g} TFLOP/s bf16 dense: {card.source})")
+    for column in ("stage", "rows", "images", "GFLOPs/img", "img/s", "GPU-h", "basis", "paper (section 5.1)"):
+        view.add_column(column, justify="right" if column in ("GFLOPs/img", "img/s", "GPU-h") else "left")
+    for (stage, rows, _), cost in zip(jobs, costs):
+        work = cost.work
+        paper = "-" if work.paper_v100_hours is None else f"{work.paper_v100_hours:,.0f} V100-h (64 V100s)"
+        view.add_row(stage, Text(", ".join(rows) or "all"), Text(work.images_basis), f"{work.gflops_per_image:,.1f}",
+                     f"{cost.images_per_s:,.1f}", f"{cost.gpu_hours:,.1f}", Text(f"{cost.rate_basis}; {work.flops_basis}"),
+                     paper)
+    wide = console if console.is_terminal else Console(width=220)  # a log or a test: room for every column
+    wide.print(view)
+    if any(rows for _, rows, _ in jobs):
+        per_row = row_totals([type("J", (), {"rows": rows})() for _, rows, _ in jobs], [c.gpu_hours for c in costs])
+        rows_view = Table(title="per row (a stage several rows share is counted once in the total)")
+        for column in ("row", "own GPU-h", "shared GPU-h"):
+            rows_view.add_column(column, justify="left" if column == "row" else "right")
+        for row, (own, shared) in per_row.items():
+            rows_view.add_row(Text(row), f"{own:,.1f}", f"{shared:,.1f}")
+        wide.print(rows_view)
+    total = sum(cost.gpu_hours for cost in costs)
+    paper_total = sum(cost.work.paper_v100_hours or 0.0 for cost in costs)
+    wide.print(f"total: {total:,.1f} GPU-hours on one {card.name} ({total / 8:,.1f} hours on 8)"
+                  + (f"; the paper's pre-training figures: {paper_total:,.0f} V100-hours" if paper_total else "")
+                  + ("" if suite else f"; no gpu_suite.json for a {card.name} at {suite_file}: img/s from "
+                     f"{100 * ASSUMED_MFU:.0f} % MFU (our assumption)"))
 
 
 def _offline() -> None:
@@ -172,8 +216,18 @@ def _summary(params_file: str, params: Any) -> None:
 
 
 @app.command()
-def run(params: str = PARAMS_OPTION) -> None:
+def run(params: str = PARAMS_OPTION, plan: bool = PLAN_OPTION, card: str = CARD_OPTION,
+        suite: str = SUITE_OPTION) -> None:
     """The whole experiment of a parameters file: prepare, pre-train, fine-tune, benchmark, record."""
+    if plan:
+        from flows.params import ParamsError, PipelineParams
+
+        try:
+            checked = PipelineParams.load(params)
+        except ParamsError as error:
+            _invalid(error)
+        _print_plan(f"itpn run {params}", [(stage, [], checked) for stage in _planned_stages(checked)], card, suite)
+        return
     checked = _load(params)
     started = time.time()
     _run_flow_live("experiment", _planned_stages(checked), params, checked)
@@ -223,7 +277,8 @@ def reproduce(table: str = typer.Argument(..., help="table7 | table8 | table9 | 
               rows: Optional[str] = typer.Option(None, "--rows", help="comma-separated rows to run (default: all)"),
               data_root: Optional[str] = typer.Option(None, "--data-root", help="URL of the real data sets in "
                                                       "their standard layouts (default: generated data)"),
-              output_dir: Optional[str] = typer.Option(None, "--output-dir", help="where the grid's runs go")) -> None:
+              output_dir: Optional[str] = typer.Option(None, "--output-dir", help="where the grid's runs go"),
+              plan_only: bool = PLAN_OPTION, card: str = CARD_OPTION, suite: str = SUITE_OPTION) -> None:
     """Run the pre-training x fine-tuning grid one of the paper's tables needs, record every run in the
     store under `reproduce-<table>-<scale>`, and print our table beside the paper's numbers."""
     _offline()
@@ -235,11 +290,16 @@ def reproduce(table: str = typer.Argument(..., help="table7 | table8 | table9 | 
         raise typer.BadParameter(f"unknown scale {scale!r}; the scales are {', '.join(SCALES)}")
     row_names = [name.strip() for name in rows.split(",") if name.strip()] if rows is not None else None
     try:  # every job's parameters, and the data sets, checked before Prefect starts
-        plan(table, scale, data_root=data_root, output_dir=output_dir, rows=row_names, check_data=True)
+        jobs = plan(table, scale, data_root=data_root, output_dir=output_dir, rows=row_names,
+                    check_data=not plan_only, write=not plan_only)
     except ParamsError as error:
         _invalid(error)
     except ValueError as error:  # an unknown table or row
         raise typer.BadParameter(str(error))
+    if plan_only:
+        _print_plan(f"itpn reproduce {table} --scale {scale}", [(job.stage, job.rows, job.params) for job in jobs],
+                    card, suite)
+        return
 
     started = time.time()
     try:

@@ -8,15 +8,17 @@ store keeps; the store derives the speed-up from the baseline row.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
-from rich.progress import Progress
 
 from itpn.models import AccelerationConfig, create_model, get_variant, set_acceleration
 from itpn.records import BenchmarkRecord
 
 from .measure import Throughput, count_gflops, device_name, measure_latency, measure_throughput, resolve_dtype
+
+if TYPE_CHECKING:  # rich draws the progress of the benchmark scripts; the library does not need it
+    from rich.progress import Progress
 
 
 def variant_config(name: str, window_size: Optional[int]) -> AccelerationConfig:

@@ -167,6 +167,35 @@ def peak_memory_mb(model: nn.Module, inputs: torch.Tensor, *, dtype: torch.dtype
         return _repeat(lambda: model(inputs), inputs.device, 0, 1, 0.0)[1]
 
 
+def forward_peak_memory_mb(model: nn.Module, inputs: torch.Tensor, *, dtype: torch.dtype = torch.float32
+                           ) -> Optional[float]:
+    """Peak CUDA memory one ``model(inputs)`` needs, in MiB: its parameters and buffers plus the most the
+    call allocates beyond what was allocated before it, so other models resident on the card do not count
+    (``peak_memory_mb`` counts everything allocated). None on CPU."""
+    if inputs.device.type != "cuda":
+        return None
+    own = sum(tensor.numel() * tensor.element_size() for tensor in (*model.parameters(), *model.buffers()))
+    synchronize(inputs.device)
+    before = torch.cuda.memory_allocated(inputs.device)
+    torch.cuda.reset_peak_memory_stats(inputs.device)
+    with inference_context(inputs.device, dtype):
+        model(inputs)
+    synchronize(inputs.device)
+    return (own + torch.cuda.max_memory_allocated(inputs.device) - before) / 2**20
+
+
+def best_of_rounds(measurements: dict[str, Callable[[], Throughput]], rounds: int) -> dict[str, Throughput]:
+    """Call every measurement once per round, in turn, for ``rounds`` rounds; each one's fastest round
+    counts, so a moment when the machine is busy favours none of them."""
+    best: dict[str, Throughput] = {}
+    for _ in range(rounds):
+        for name, measure in measurements.items():
+            result = measure()
+            if name not in best or result.images_per_s > best[name].images_per_s:
+                best[name] = result
+    return best
+
+
 def count_gflops(model_or_fn: nn.Module | Callable[[], Any], inputs: Optional[torch.Tensor] = None, *,
                  dtype: torch.dtype = torch.float32) -> float:
     """GFLOPs (a multiply-add counts as two) of ``model(inputs)`` in inference mode, or of whatever

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon", "diamond", "pentagon")
 TEXTURES = ("solid", "stripes", "checker")
@@ -73,6 +72,8 @@ def rotated_rectangle(cx: float, cy: float, length: float, width: float, angle: 
 
 def rasterize(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
     """Boolean ``(H, W)`` mask of a polygon, rasterised exactly as pycocotools does for COCO polygons."""
+    from pycocotools import mask as mask_utils  # pycocotools is imported where it is used: itpn.data, and so the pre-training, import without it
+
     rles = mask_utils.frPyObjects([np.asarray(polygon, dtype=np.float64).ravel().tolist()], height, width)
     return mask_utils.decode(rles)[:, :, 0].astype(bool)
 

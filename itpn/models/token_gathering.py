@@ -49,15 +49,16 @@ def as_pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def _split_side(side: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _split_side(side: int, count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Grid coordinate of every slot of ``count`` near-equal windows along a side of ``side`` tokens:
-    ``(count, slot)`` coordinates and the mask of the slots that hold a token (the rest is padding)."""
+    ``(count, slot)`` coordinates and the mask of the slots that hold a token (the rest is padding).
+    Made on ``device`` with ``//`` and ``%`` (not ``divmod``), so ``torch.compile`` traces it whole."""
     slot = -(-side // count)
-    base, extra = divmod(side, count)
-    index = torch.arange(count)
+    base, extra = side // count, side % count
+    index = torch.arange(count, device=device)
     sizes = base + (index < extra).long()
     starts = index * base + index.clamp(max=extra)
-    offsets = torch.arange(slot)
+    offsets = torch.arange(slot, device=device)
     return starts[:, None] + offsets[None, :], offsets[None, :] < sizes[:, None]
 
 
@@ -115,12 +116,12 @@ class WindowLayout:
     def positions(self, device: torch.device) -> torch.Tensor:
         """``(windows, tokens per window)`` flat grid index of every slot, ``num_positions`` for padding.
         Windows run row by row over the grid, and so do the slots inside a window."""
-        rows, rows_real = _split_side(self.grid[0], self.windows[0])
-        cols, cols_real = _split_side(self.grid[1], self.windows[1])
+        rows, rows_real = _split_side(self.grid[0], self.windows[0], device)
+        cols, cols_real = _split_side(self.grid[1], self.windows[1], device)
         index = rows[:, None, :, None] * self.grid[1] + cols[None, :, None, :]  # (Kh, Kw, h, w)
         real = rows_real[:, None, :, None] & cols_real[None, :, None, :]
         index = torch.where(real, index, self.num_positions)
-        return index.reshape(self.num_windows, self.tokens_per_window).to(device)
+        return index.reshape(self.num_windows, self.tokens_per_window)
 
     def partition(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, Hp*Wp, C)`` tokens -> ``(B, windows, tokens per window, C)``, zero tokens as padding."""

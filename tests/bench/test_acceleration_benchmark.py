@@ -2,9 +2,7 @@
 carry exactly the results store's benchmark keys, and unknown variants are refused by name; and the
 demo's benchmark settings show the full acceleration faster than the baseline on this CPU."""
 import dataclasses
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,20 +12,11 @@ from itpn.bench.acceleration import benchmark_variants
 from itpn.records import BenchmarkRecord
 
 ROOT = Path(__file__).parents[2]
-SCRIPT = ROOT / "benchmarks" / "acceleration.py"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("acceleration_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_small_run_writes_rows_the_results_store_ingests(tmp_path):
+def test_small_run_writes_rows_the_results_store_ingests(tmp_path, load_benchmark):
     out = tmp_path / "acceleration.json"
-    script = _load_script()
+    script = load_benchmark("acceleration")
     assert script.main(["--small", "--resolutions", "64", "--window-size", "2",
                         "--variants", "migration_30", "window_gathering", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
@@ -42,9 +31,9 @@ def test_small_run_writes_rows_the_results_store_ingests(tmp_path):
     assert flops["migration_30"] < flops["baseline"]  # the speed comes from work removed
 
 
-def test_unknown_variant_is_refused_with_the_valid_names():
+def test_unknown_variant_is_refused_with_the_valid_names(load_benchmark):
     with pytest.raises(ValueError, match="unknown acceleration variant 'turbo'.*window_gathering_hrpe"):
-        _load_script().parse_args(["--small", "--variants", "turbo"])
+        load_benchmark("acceleration").parse_args(["--small", "--variants", "turbo"])
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
 from .._base import RobustDataset, resolve_skip
@@ -19,7 +18,7 @@ from .layout import YEAR, annotation_file, image_dir
 from .validate import annotation_problems
 
 
-def load_coco(url: str, split: str) -> COCO:
+def load_coco(url: str, split: str) -> Any:
     """The split's annotation file as a pycocotools ``COCO`` object (read through fsspec)."""
     fs, root = open_fs(url)
     rel = annotation_file(split)
@@ -36,6 +35,8 @@ def load_coco(url: str, split: str) -> COCO:
         if key not in document:
             raise AnnotationSchemaError(f"missing top-level key {key!r}", file=display(url, rel),
                                         fix="use an instances_*.json file of the COCO format")
+    from pycocotools.coco import COCO  # pycocotools is imported where it is used: itpn.data, and so the pre-training, import without it
+
     coco = COCO()
     coco.dataset = document
     with contextlib.redirect_stdout(io.StringIO()):

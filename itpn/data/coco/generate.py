@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from .. import _render
 from ...config import COUNT, FRACTION, NON_NEGATIVE, Range
@@ -33,6 +32,8 @@ def _render_coco_image(
     seed: int, split_index: int, index: int, used: list[tuple[int, str]], image_size: int,
     objects_per_image: tuple[int, int], crowd_fraction: float,
 ) -> tuple[int, int, bytes, list[dict[str, Any]]]:
+    from pycocotools import mask as mask_utils  # pycocotools is imported where it is used: itpn.data, and so the pre-training, import without it
+
     rng = sample_rng(seed, split_index, index)
     short = max(16, (image_size * 3 // 4) // 16 * 16)
     width, height = (image_size, short) if rng.random() < 0.5 else (short, image_size)

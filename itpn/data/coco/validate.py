@@ -6,7 +6,6 @@ import math
 from typing import Any, Iterable
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from .._check import Checker
 from ..errors import ValidationReport
@@ -21,6 +20,8 @@ Finding = tuple[str, str, str, str]  # (error code, message, fix, where inside t
 
 
 def _segmentation_problems(seg: Any, width: int, height: int) -> list[Finding]:
+    from pycocotools import mask as mask_utils  # pycocotools is imported where it is used: itpn.data, and so the pre-training, import without it
+
     fix = "fix or remove the segmentation"
     found: list[Finding] = []
     if isinstance(seg, list):
