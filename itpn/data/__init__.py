@@ -1,4 +1,4 @@
-"""Data layer: readers, generators, validators and manifests for ImageNet-1K, COCO 2017, ADE20K, DOTA v1.0.
+"""Data layer: readers, generators, validators and manifests for ImageNet-1K, COCO 2017, Objects365 v2, ADE20K, DOTA v1.0.
 
 Every location is an fsspec URL (a plain path is the local disk). The pipeline's first stage calls
 :func:`prepare`, which (optionally generates,) validates and writes ``manifest.json``.
@@ -6,8 +6,15 @@ Every location is an fsspec URL (a plain path is the local disk). The pipeline's
 
 from ._gen import GeneratedData
 from .ade20k import ADE20KSegmentation, clear_bad_values, generate_ade20k, reduce_zero_label
-from .classes import ADE20K_CLASSES, ADE20K_IGNORE_INDEX, DOTA_CLASSES, coco_categories, imagenet_wnids
-from .coco import CocoDetection, annotation_problems, generate_coco, load_coco
+from .classes import (
+    ADE20K_CLASSES,
+    ADE20K_IGNORE_INDEX,
+    DOTA_CLASSES,
+    coco_categories,
+    imagenet_wnids,
+    objects365_categories,
+)
+from .coco import OBJECTS365_V2, CocoDetection, annotation_problems, generate_coco, generate_objects365, load_coco
 from .dota import (
     DOTADataset,
     generate_dota,
@@ -78,9 +85,12 @@ __all__ = [
     "build_segmentation_transform",
     "clear_bad_values",
     "coco_categories",
+    "objects365_categories",
+    "OBJECTS365_V2",
     "detection_collate",
     "generate_ade20k",
     "generate_coco",
+    "generate_objects365",
     "generate_dota",
     "generate_imagenet",
     "imagenet_wnids",

@@ -25,6 +25,19 @@ def coco_categories() -> tuple[tuple[int, str], ...]:
     return tuple((cat_id, name) for cat_id, name in enumerate(names) if cat_id > 0 and name != "N/A")
 
 
+@lru_cache(maxsize=1)
+def objects365_categories() -> tuple[tuple[int, str], ...]:
+    """The 365 Objects365 v2 ``(category id, name)`` pairs, ids 1..365 in the order of mmdet's
+    ``Objects365V2Dataset`` class table (what its annotation files list). Needs mmdet (``make setup``
+    installs it): the table is read from there, as COCO's is from torchvision's."""
+    try:
+        from mmdet.datasets.objects365 import Objects365V2Dataset
+    except ImportError as exc:
+        raise ImportError(f"the Objects365 categories are read from mmdet, which is not importable ({exc}). "
+                          f"Fix: run `make setup` (scripts/install_openmmlab.sh installs it)") from None
+    return tuple(enumerate(Objects365V2Dataset.METAINFO["classes"], start=1))
+
+
 # ADE20K SceneParsing (ADEChallengeData2016): mask value v in 1..150 is class ADE20K_CLASSES[v - 1]; 0 = other.
 ADE20K_CLASSES: tuple[str, ...] = (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",

@@ -12,8 +12,9 @@ from ._check import MANIFEST_NAME
 from ._gen import GeneratedData, Rule
 from .ade20k import generate_ade20k
 from .ade20k.generate import ARGUMENTS as ADE20K_ARGUMENTS
-from .coco import generate_coco
+from .coco import generate_coco, generate_objects365
 from .coco.generate import ARGUMENTS as COCO_ARGUMENTS
+from .coco.generate import OBJECTS365_ARGUMENTS
 from .dota import generate_dota
 from .dota.generate import ARGUMENTS as DOTA_ARGUMENTS
 from .errors import ValidationReport
@@ -38,6 +39,7 @@ GENERATORS: dict[str, Callable[..., GeneratedData]] = {
     "imagenet": generate_imagenet,
     "imagenet_tar": _generate_imagenet_tar,
     "coco": generate_coco,
+    "objects365": generate_objects365,
     "ade20k": generate_ade20k,
     "dota": generate_dota,
 }
@@ -46,6 +48,7 @@ GENERATOR_ARGUMENTS: dict[str, dict[str, Rule]] = {
     "imagenet": IMAGENET_ARGUMENTS,
     "imagenet_tar": IMAGENET_ARGUMENTS,
     "coco": COCO_ARGUMENTS,
+    "objects365": OBJECTS365_ARGUMENTS,
     "ade20k": ADE20K_ARGUMENTS,
     "dota": DOTA_ARGUMENTS,
 }

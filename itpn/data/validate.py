@@ -6,7 +6,7 @@ import logging
 from typing import Callable
 
 from .ade20k import validate_ade20k
-from .coco import validate_coco
+from .coco import validate_coco, validate_objects365
 from .dota import validate_dota
 from .errors import ValidationReport
 from .imagenet import validate_imagenet, validate_imagenet_tar
@@ -17,6 +17,7 @@ VALIDATORS: dict[str, Callable[..., ValidationReport]] = {
     "imagenet": validate_imagenet,
     "imagenet_tar": validate_imagenet_tar,
     "coco": validate_coco,
+    "objects365": validate_objects365,
     "ade20k": validate_ade20k,
     "dota": validate_dota,
 }

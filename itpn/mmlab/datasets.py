@@ -1,4 +1,4 @@
-"""mmdet's COCO and mmseg's ADE20K data sets that leave out what ``itpn.data.prepare`` listed as skipped.
+"""mmdet's COCO and Objects365 and mmseg's ADE20K data sets that leave out what ``itpn.data.prepare`` listed as skipped.
 
 ``prepare`` validates a data set and lists its unusable samples (a 0-byte or undecodable image, an
 image whose record or mask does not fit it) under ``skipped`` in ``manifest.json`` at the data set's
@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any, Optional
 
-from mmdet.datasets import CocoDataset
+from mmdet.datasets import CocoDataset, Objects365V2Dataset
 from mmdet.registry import DATASETS as MMDET_DATASETS
 from mmengine.logging import MMLogger
 from mmseg.datasets import ADE20KDataset
@@ -63,6 +63,14 @@ class ITPNCocoDataset(SkipListedMixin, CocoDataset):
     """mmdet's ``CocoDataset`` without the images ``manifest.json`` lists as skipped."""
 
     manifest_kind = "coco"
+
+
+@MMDET_DATASETS.register_module()
+class ITPNObjects365Dataset(SkipListedMixin, Objects365V2Dataset):
+    """mmdet's ``Objects365V2Dataset`` (its ``patch<k>/<name>`` reading of the release's file names) without
+    the images ``manifest.json`` lists as skipped."""
+
+    manifest_kind = "objects365"
 
 
 @MMSEG_DATASETS.register_module()

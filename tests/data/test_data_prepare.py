@@ -15,6 +15,7 @@ DEMO = {
     "imagenet": dict(num_classes=3, train_per_class=2, val_per_class=1, image_size=32),
     "imagenet_tar": dict(num_classes=3, train_per_class=2, val_per_class=1, image_size=32, samples_per_shard=4),
     "coco": dict(num_classes=2, train_images=3, val_images=1, image_size=64),
+    "objects365": dict(num_classes=2, train_images=3, val_images=1, image_size=64),
     "ade20k": dict(num_classes=2, train_images=2, val_images=1, image_size=32),
     "dota": dict(num_classes=2, train_images=1, val_images=1, image_size=128, objects_per_image=(2, 3), object_scale=0.4),
 }
@@ -22,6 +23,7 @@ READERS = {
     "imagenet": lambda url: D.ImageNetFolder(url, "train"),
     "imagenet_tar": lambda url: D.ImageNetTarShards(url, "train"),
     "coco": lambda url: D.CocoDetection(url, "train"),
+    "objects365": lambda url: D.CocoDetection(url, "train", layout=D.OBJECTS365_V2),
     "ade20k": lambda url: D.ADE20KSegmentation(url, "train"),
     "dota": lambda url: D.DOTADataset(url, "train"),
 }
@@ -46,7 +48,8 @@ def test_prepare_generates_validates_and_writes_manifest(url, kind):
     assert manifest["num_skipped"] == 0 and manifest["skipped"] == []
     assert manifest["problems"] == {"errors": 0, "warnings": 0, "by_code": {}}
     assert manifest["generator"]["params"]["seed"] == 7
-    assert manifest["num_classes"] == {"imagenet": 3, "imagenet_tar": 3, "coco": 80, "ade20k": 150, "dota": 15}[kind]
+    assert manifest["num_classes"] == {"imagenet": 3, "imagenet_tar": 3, "coco": 80, "objects365": 365, "ade20k": 150,
+                                     "dota": 15}[kind]
     assert manifest["files"] == len(prepared.report.file_hashes) > 0
     truth = [s for s in prepared.generated.samples if s["split"] == "train"]
     assert manifest["counts"]["train/images"] == len(truth) == len(READERS[kind](url))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import posixpath
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -14,18 +15,19 @@ from torchvision import tv_tensors
 from .._base import RobustDataset, resolve_skip
 from ..errors import AnnotationSchemaError, LayoutError
 from ..fs import display, join, open_fs, read_bytes
-from .layout import YEAR, annotation_file, image_dir
+from .layout import COCO_2017, CocoStyleLayout
 from .validate import annotation_problems
 
 
-def load_coco(url: str, split: str) -> Any:
-    """The split's annotation file as a pycocotools ``COCO`` object (read through fsspec)."""
+def load_coco(url: str, split: str, layout: CocoStyleLayout = COCO_2017) -> Any:
+    """The split's annotation file (where ``layout`` keeps it) as a pycocotools ``COCO`` object, read through
+    fsspec."""
     fs, root = open_fs(url)
-    rel = annotation_file(split)
+    rel = layout.annotation_file(split)
     path = join(root, rel)
     if not fs.exists(path):
         raise LayoutError(f"no annotation file for split {split!r}", file=display(url, rel),
-                          fix=f"put instances_{split}{YEAR}.json under annotations/")
+                          fix=f"put {posixpath.basename(rel)} under {posixpath.dirname(rel)}/")
     try:
         document = json.loads(read_bytes(fs, path))
     except json.JSONDecodeError as exc:
@@ -70,13 +72,15 @@ class CocoDetection(RobustDataset):
         filter_empty: bool = False,
         skip: Iterable[str] | None = None,
         strict: bool = False,
+        layout: CocoStyleLayout = COCO_2017,
     ) -> None:
         super().__init__(url, strict=strict)
         self.split = split
         self.transforms = transforms
         self.with_masks = with_masks
         self.include_crowd = include_crowd
-        self.coco = load_coco(url, split)
+        self.layout = layout
+        self.coco = load_coco(url, split, layout)
         categories = sorted(self.coco.dataset["categories"], key=lambda c: c["id"])
         self.cat_ids = [int(c["id"]) for c in categories]
         self.classes = [str(c["name"]) for c in categories]
@@ -98,7 +102,7 @@ class CocoDetection(RobustDataset):
             self.ids.append(image_id)
 
     def _image_key(self, image_id: int) -> str:
-        return f"{image_dir(self.split)}/{self.coco.imgs[image_id]['file_name']}"
+        return self.layout.image_path(self.split, self.coco.imgs[image_id]["file_name"])
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -1,6 +1,9 @@
-"""COCO 2017's layout (annotation files, image folders) and its uncompressed RLE (``uncompressed_rle``)."""
+"""COCO 2017's and Objects365 v2's layouts (annotation files, image folders) and COCO's uncompressed RLE
+(``uncompressed_rle``)."""
 from __future__ import annotations
 
+import posixpath
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,16 +12,39 @@ import numpy as np
 
 
 SPLITS = ("train", "val")
-YEAR = "2017"
 TOLERANCE = 1.0  # pixels a box or polygon may reach past the image border (float rounding in real files)
 
 
-def annotation_file(split: str) -> str:
-    return f"annotations/instances_{split}{YEAR}.json"
+@dataclass(frozen=True)
+class CocoStyleLayout:
+    """Where a data set in the COCO annotation format keeps its files: ``annotations`` (the annotation file
+    of a split, ``{split}`` filled in), ``images`` (the split's image folder) and ``patch_folders``: the
+    image of an annotation record is ``<images>/<its file_name's last folder>/<its name>``, as Objects365
+    v2 is laid out (its json names ``images/v1/patch8/objects365_v1_00420917.jpg``, the file lies at
+    ``train/patch8/objects365_v1_00420917.jpg``; mmdet's ``Objects365V2Dataset`` reads it the same way),
+    instead of ``<images>/<file_name>`` (COCO)."""
+
+    kind: str
+    annotations: str
+    images: str
+    patch_folders: bool = False
+
+    def annotation_file(self, split: str) -> str:
+        return self.annotations.format(split=split)
+
+    def image_dir(self, split: str) -> str:
+        return self.images.format(split=split)
+
+    def image_path(self, split: str, file_name: str) -> str:
+        """The image of the record naming ``file_name``, relative to the data set's root."""
+        if self.patch_folders:
+            folder, name = posixpath.split(file_name)
+            file_name = posixpath.join(posixpath.basename(folder), name)
+        return f"{self.image_dir(split)}/{file_name}"
 
 
-def image_dir(split: str) -> str:
-    return f"{split}{YEAR}"
+COCO_2017 = CocoStyleLayout("coco", "annotations/instances_{split}2017.json", "{split}2017")
+OBJECTS365_V2 = CocoStyleLayout("objects365", "annotations/zhiyuan_objv2_{split}.json", "{split}", patch_folders=True)
 
 
 def uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:

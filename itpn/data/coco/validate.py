@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from typing import Any, Iterable
 
 import numpy as np
 
 from .._check import Checker
 from ..errors import ValidationReport
-from .layout import SPLITS, TOLERANCE, YEAR, annotation_file, image_dir
+from .layout import COCO_2017, OBJECTS365_V2, SPLITS, TOLERANCE, CocoStyleLayout
 
 
 def _is_number(value: Any) -> bool:
@@ -102,11 +103,12 @@ def annotation_problems(ann: Any, image: dict[str, Any], category_ids: Iterable[
     return found
 
 
-def _validate_split(chk: Checker, split: str, reference_classes: list[str] | None) -> list[str] | None:
-    rel = annotation_file(split)
+def _validate_split(chk: Checker, split: str, reference_classes: list[str] | None, layout: CocoStyleLayout
+                    ) -> list[str] | None:
+    rel = layout.annotation_file(split)
     if rel not in chk.files:
-        chk.add("LayoutError", rel, "annotation file is missing", f"put instances_{split}{YEAR}.json under annotations/",
-                severity="fatal")
+        chk.add("LayoutError", rel, "annotation file is missing",
+                f"put {posixpath.basename(rel)} under {posixpath.dirname(rel)}/", severity="fatal")
         return None
     data = chk.read(rel)
     if not data:
@@ -148,13 +150,14 @@ def _validate_split(chk: Checker, split: str, reference_classes: list[str] | Non
 
     images: dict[int, dict[str, Any]] = {}
     names: dict[str, int] = {}
-    folder = image_dir(split)
+    by_sample: dict[str, int] = {}  # the image file (relative to the root) of each record -> its id
+    folder = layout.image_dir(split)
     for i, img in enumerate(document["images"]):
         record = f"images[{i}]" + (f" (id {img.get('id')})" if isinstance(img, dict) and "id" in img else "")
         if not isinstance(img, dict):
             chk.add("AnnotationSchemaError", rel, "image record must be an object", "fix the images list", record=record)
             continue
-        sample = f"{folder}/{img['file_name']}" if isinstance(img.get("file_name"), str) else None
+        sample = layout.image_path(split, img["file_name"]) if isinstance(img.get("file_name"), str) else None
         missing = [k for k in ("id", "file_name", "width", "height") if k not in img]
         if missing:
             chk.add("AnnotationSchemaError", rel, f"image record misses key(s) {missing}",
@@ -172,11 +175,17 @@ def _validate_split(chk: Checker, split: str, reference_classes: list[str] | Non
             chk.add("DuplicateError", rel, f"file_name {img['file_name']!r} is listed twice (ids {names[img['file_name']]} "
                     f"and {img['id']})", "list each image once", record=record, sample=sample, split=split)
             continue
+        if sample in by_sample:  # two names in two folders that the layout puts in one place
+            # the second record is the bad unit: the image and its first record stay
+            chk.add("DuplicateError", rel, f"file_name {img['file_name']!r} is the file {sample} of image id "
+                    f"{by_sample[sample]} as well", "list each image once", record=record, split=split)
+            continue
         names[img["file_name"]] = img["id"]
+        by_sample[sample] = img["id"]
         images[img["id"]] = img
         if sample not in chk.files:
             chk.add("LayoutError", sample, "image listed in the annotation file is missing",
-                    f"copy it into {folder}/ or remove its record", record=f"{rel} {record}", sample=sample, split=split)
+                    f"copy it into {posixpath.dirname(sample)}/ or remove its record", record=f"{rel} {record}", sample=sample, split=split)
 
     ann_ids: set[int] = set()
     per_image: dict[int, int] = {}
@@ -205,14 +214,14 @@ def _validate_split(chk: Checker, split: str, reference_classes: list[str] | Non
         per_image[img["id"]] = per_image.get(img["id"], 0) + 1
         per_class[categories[ann["category_id"]]] += 1
 
-    to_decode = [f"{folder}/{img['file_name']}" for img in images.values()]
+    to_decode = [layout.image_path(split, img["file_name"]) for img in images.values()]
     to_decode = [s for s in to_decode if s in chk.files and not chk.is_skipped(split, s)]
     good = 0
     annotations = 0
     for sample, decoded in chk.decode_images(to_decode, split):
         if decoded is None:
             continue
-        img = images[names[sample.split("/", 1)[1]]]
+        img = images[by_sample[sample]]
         if (decoded.width, decoded.height) != (img["width"], img["height"]):
             chk.add("AnnotationSchemaError", rel, f"image {sample} is {decoded.width}x{decoded.height} but the record "
                     f"says {img['width']}x{img['height']}", "fix width/height in the record",
@@ -220,7 +229,7 @@ def _validate_split(chk: Checker, split: str, reference_classes: list[str] | Non
             continue
         good += 1
         annotations += per_image.get(img["id"], 0)
-    listed = {f"{folder}/{name}" for name in names}
+    listed = set(by_sample)
     for extra in chk.under(folder):
         if extra not in listed:
             chk.add("LayoutError", extra, "image is not listed in the annotation file and is ignored",
@@ -234,12 +243,20 @@ def _validate_split(chk: Checker, split: str, reference_classes: list[str] | Non
     return classes
 
 
-def validate_coco(url: str, *, strict: bool = False, workers: int | None = None) -> ValidationReport:
-    chk = Checker("coco", url, workers)
-    classes = _validate_split(chk, "train", None)
+def validate_coco(url: str, *, strict: bool = False, workers: int | None = None,
+                  layout: CocoStyleLayout = COCO_2017) -> ValidationReport:
+    """Every check of a COCO-format data set (``layout``: COCO 2017 by default) in one report."""
+    chk = Checker(layout.kind, url, workers)
+    classes = _validate_split(chk, "train", None, layout)
     if classes is not None:
         chk.report.classes = classes
-        _validate_split(chk, "val", classes)
-    images = [rel for split in SPLITS for rel in chk.under(image_dir(split))]
+        _validate_split(chk, "val", classes, layout)
+    images = [rel for split in SPLITS for rel in chk.under(layout.image_dir(split))]
     chk.report_duplicate_contents(images)
     return chk.finish(strict)
+
+
+def validate_objects365(url: str, *, strict: bool = False, workers: int | None = None) -> ValidationReport:
+    """Objects365 v2 (``OBJECTS365_V2``'s layout) checked exactly as COCO is: the same schema, box, polygon,
+    category, duplicate and image checks, each bad record dropped on its own and counted."""
+    return validate_coco(url, strict=strict, workers=workers, layout=OBJECTS365_V2)
