@@ -77,3 +77,15 @@ def test_cascade_mask_rcnn_trains_on_the_export_and_reports_box_and_mask_ap(coco
     assert {"bbox_mAP", "segm_mAP"} <= set(names) and all(row["model"] == "fast_itpn_tiny_patch16_224" for row in rows)
     losses = [row["value"] for row in read_rows(f"{tmp_path}/curve.jsonl") if row["name"] == "loss"]
     assert len(losses) == 2 and all(math.isfinite(value) for value in losses)
+
+
+def test_objects365_pretraining_and_the_six_epoch_coco_fine_tune_of_table6():
+    pretraining = load_config(str(CONFIGS / "detection" / "dino-5scale_fast-itpn-base_objects365.py"))
+    assert pretraining.model.bbox_head.num_classes == 365 and pretraining.itpn_dataset == "objects365"
+    for loader in (pretraining.train_dataloader, pretraining.val_dataloader):
+        assert loader.dataset.type == "ITPNObjects365Dataset"
+    assert pretraining.val_evaluator.ann_file.endswith("annotations/zhiyuan_objv2_val.json")
+    fine_tune = load_config(str(CONFIGS / "detection" / "dino-5scale_fast-itpn-base_6e_coco-from-objects365.py"))
+    assert fine_tune.train_cfg.max_epochs == 6 and fine_tune.model.bbox_head.num_classes == 80
+    assert fine_tune.train_dataloader.dataset.type == "ITPNCocoDataset"
+    assert fine_tune.model.backbone.model_name == pretraining.model.backbone.model_name
