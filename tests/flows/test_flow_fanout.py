@@ -20,6 +20,17 @@ CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 3, "warmup_epochs":
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """One folder and store for the module's sweeps: a later sweep reuses the data, pre-training and
+    benchmark an earlier one ran (their keys do not change), so it runs only its own fine-tunes."""
+    folder = tmp_path_factory.mktemp("fanout")
+    url = f"sqlite:///{folder / 'results.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ITPN_STORE_URL", url)
+        yield folder, url
+
+
 def metric_keys(result) -> set[tuple]:
     """The distinct metric rows a stage result holds (the store's key, within one run)."""
     rows = [row if isinstance(row, dict) else asdict(row) for row in result_rows(result)[0]]
@@ -32,7 +43,8 @@ def overlapping(runs) -> bool:
     return a.started_at < b.finished_at and b.started_at < a.finished_at
 
 
-def test_sweep_finetunes_overlap_each_result_once_and_pretraining_is_reused(tmp_path, store_url):
+def test_sweep_finetunes_overlap_each_result_once_and_pretraining_is_reused(workspace):
+    tmp_path, store_url = workspace
     params = write_params(tmp_path, experiment={"cpu_jobs": 2}, finetune={"classification": CLASSIFICATION})
     results = pipeline.sweep(str(params), name="pair", variants=["baseline", "migration_30"])
 
@@ -70,10 +82,11 @@ def test_sweep_finetunes_overlap_each_result_once_and_pretraining_is_reused(tmp_
     assert later.loc[later["flow_name"] == "pretrain", "started_at"].item().isoformat() == first_pretrain.started_at
 
 
-def test_one_cpu_slot_runs_the_finetunes_one_after_the_other(tmp_path, store_url):
+def test_one_cpu_slot_runs_the_finetunes_one_after_the_other(workspace):
+    tmp_path, store_url = workspace
     params = write_params(tmp_path, experiment={"cpu_jobs": 1}, finetune={"classification": CLASSIFICATION})
     pipeline.sweep(str(params), name="single", variants=["baseline", "migration_30"])
     with open_reader(store_url) as reader:
         runs = reader.runs()
-    finetunes = runs[runs["flow_name"] == "finetune_classification"]
+    finetunes = runs[(runs["flow_name"] == "finetune_classification") & (runs["sweep"] == "single")]
     assert len(finetunes) == 2 and not overlapping(finetunes)
