@@ -16,7 +16,8 @@ AmpDtype = Literal["bf16", "fp16", "fp32"]
 
 _CHOICES = {
     "teacher": ("ema", "clip", "clip_visible_distill", "none"),
-    "mask_mode": ("random", "block"),
+    "mask_mode": ("random", "block", "beit"),
+    "teacher_interpolation": (None, "bicubic", "bilinear", "lanczos"),
     "mfm_loss": (None, "mse", "smooth_l1", "cosine"),
     "mfm_targets": ("masked", "visible"),
     "clip_targets": ("all", "masked"),
@@ -41,16 +42,20 @@ RECIPES: dict[str, dict[str, Any]] = {
         betas=(0.9, 0.95), eps=1e-8, clip_grad=None),
     # iTPN-B distilled from CLIP-B/16, the released iTPN-CLIP recipe: itpn_clip/README.md (64 GPUs x 32,
     # --lr 1.5e-3, --opt_betas 0.98 read as BEiT-v2's (0.9, 0.98), --epochs 300, --drop_path 0.1,
-    # --opt_eps 1e-8, --second_input_size 224) and run_itpn_pretraining.py defaults (75 of 196 units
-    # masked block-wise, 5 warm-up epochs, min_lr 1e-5, weight decay 0.05, no gradient clipping); model
-    # clip_tpn_base_3324_patch16_224 in modeling_pretrain.py (fpn_depth 1, rpe on; no LayerScale: the
-    # README passes --layer_scale_init_value 0.1, which would add gamma_1/gamma_2 to every block, but the
-    # released iTPN-B CLIP checkpoint holds none, so it was trained without; this recipe follows the
-    # checkpoint); smooth-L1 on all tokens: engine_for_pretraining.py. OpenAI weights need QuickGELU.
+    # --opt_eps 1e-8, --second_input_size 224, --layer_scale_init_value 0.1, which run_itpn_pretraining.py
+    # hands to every block, the stem's included) and run_itpn_pretraining.py defaults (75 of 196 units masked
+    # by masking_generator.py, 5 warm-up epochs, min_lr 1e-5, weight decay 0.05, no gradient clipping);
+    # augmentation of datasets.py (DataAugmentationForiTPN: colour jitter 0.4, crop scale 0.08-1, the
+    # teacher's image from the same crop at second_input_size, lanczos); model clip_tpn_base_3324_patch16_224
+    # in modeling_pretrain.py (fpn_depth 1, rpe on); smooth-L1 on all tokens: engine_for_pretraining.py.
+    # OpenAI weights need QuickGELU. (official-keys/itpn_clip_base_pretrain.txt lists no gamma because it
+    # was listed from the constructor's defaults; a checkpoint with or without them loads.)
     "itpn_clip_b16": dict(
-        model="itpn_base_patch16_224", model_kwargs={"fpn_depth": 1, "rpe": True}, img_size=224,
+        model="itpn_base_patch16_224",
+        model_kwargs={"fpn_depth": 1, "rpe": True, "init_values": 0.1, "stem_init_values": 0.1}, img_size=224,
         drop_path=0.1, teacher="clip", clip_model="ViT-B-16-quickgelu", mfm_loss="smooth_l1", clip_targets="all",
-        clip_aux_weight=1.0, mask_ratio=75 / 196, mask_mode="block", min_crop_scale=0.2,
+        clip_aux_weight=1.0, mask_ratio=75 / 196, mask_mode="beit", min_crop_scale=0.08, color_jitter=0.4,
+        teacher_interpolation="lanczos",
         batch_size=32, epochs=300, warmup_epochs=5, lr=1.5e-3, min_lr=1e-5, weight_decay=0.05, betas=(0.9, 0.98),
         eps=1e-8, clip_grad=None),
     # Fast-iTPN-B as the paper pre-trains every Fast-iTPN: section 5.1, "we pre-train all the Fast-iTPN
@@ -117,7 +122,7 @@ class PretrainConfig(DataclassConfig):
     clip_targets: Literal["all", "masked"] = "all"  # clip mode: tokens supervised (released default: all)
     clip_aux_weight: float = 1.0  # clip mode: weight of the auxiliary head at 3/4 depth (released 1.0)
     mask_ratio: float = 0.75
-    mask_mode: Literal["random", "block"] = "random"
+    mask_mode: Literal["random", "block", "beit"] = "random"  # beit: the released block masks (clip only)
     mfm_weight: float = 0.3  # lambda of equation 4
     mfm_loss: Optional[str] = None  # None: mse for the EMA teacher, smooth_l1 for CLIP
     decoder_dim: int = 512
@@ -128,6 +133,10 @@ class PretrainConfig(DataclassConfig):
     data_url: Optional[str] = None  # ImageNet-style folder: <data_url>/<data_split>/<class>/<image>
     data_split: str = "train"
     min_crop_scale: float = 0.2
+    color_jitter: float = 0.0  # brightness/contrast/saturation jitter before the crop (released CLIP: 0.4)
+    # The CLIP teacher's image: None resizes the student's crop (ours); an interpolation cuts the teacher's own
+    # view of the same crop at its input size with it (released: lanczos, itpn_clip/datasets.py).
+    teacher_interpolation: Optional[str] = None
     num_workers: int = 8
     # optimisation
     batch_size: int = 64
@@ -161,7 +170,7 @@ class PretrainConfig(DataclassConfig):
         **dict.fromkeys(("num_workers", "warmup_epochs", "warmup_steps", "min_lr", "weight_decay", "mfm_weight",
                          "clip_aux_weight", "seed"), NON_NEGATIVE),
         **dict.fromkeys(("blr", "lr", "eps", "clip_grad"), POSITIVE),
-        **dict.fromkeys(("ema_momentum", "min_crop_scale"), FRACTION),
+        **dict.fromkeys(("ema_momentum", "min_crop_scale", "color_jitter"), FRACTION),
         "drop_path": Range(0, 1, open_high=True),
         "mask_ratio": Range(0, 1, open_low=True, open_high=True),
     }
@@ -182,6 +191,13 @@ class PretrainConfig(DataclassConfig):
             raise ValueError(f"integral=False pre-trains HiViT without the feature pyramid, so there are no pyramid "
                              f"levels for MFM (teacher={self.teacher!r}): set teacher='none' (the paper's Table 8 "
                              f"first row is pixel MIM alone)")
+        if self.mask_mode == "beit" and self.teacher != "clip":
+            raise ValueError(f"mask_mode='beit' masks a different number of units per image, which only the CLIP "
+                             f"objective takes (it replaces masked tokens); teacher={self.teacher!r} drops them: use "
+                             f"mask_mode='block' (BEiT blocks to an exact count) or 'random'")
+        if self.teacher_interpolation is not None and not self.uses_clip:
+            raise ValueError(f"teacher_interpolation cuts the CLIP teacher's view; teacher={self.teacher!r} has no "
+                             f"CLIP teacher: leave it unset")
         if self.uses_clip and not self.clip_checkpoint:
             raise ValueError(f"teacher={self.teacher!r} needs clip_checkpoint, the local path of the open_clip weights")
 

@@ -1,0 +1,190 @@
+"""Write the released-code fixtures the recipe tests compare against (issue 19).
+
+    python tools/released_fixtures.py /path/to/sunsmarterjie-iTPN [--commit SHA]
+
+Runs the released training code (a checkout of sunsmarterjie/iTPN, never copied into this repository)
+in subprocesses whose working directory is the released folder, as its scripts expect, and writes
+small JSON files under ``tests/models/fixtures/`` carrying the commit they were read from:
+
+* ``released_param_groups.json``: every parameter's lr scale and weight decay, fixture (c), from
+  ``fast_itpn/run_class_finetuning.py`` (+ ``optim_factory.py``) for Fast-iTPN T/S/B/L at their
+  README layer decays, and from ``itpn_clip/run_itpn_finetuning.py`` (+ ``utils/lr_decay.py``) for
+  iTPN-B/L at theirs;
+* ``released_transforms.json``: the augmentation pipelines' parameters, fixture (d)
+  (``itpn.data.transforms.transform_params`` of what the released ``build_transform`` /
+  ``DataAugmentationForiTPN`` build from the README's arguments).
+
+The released code was written for timm 0.3-0.5 and torch 1.x: the few modules it imports but these
+computations never use (tensorboardX, optimisers timm renamed, ``torch._six``, ``pkg_resources``) are
+stood in for by empty modules (``_stand_ins``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "models" / "fixtures"
+# Layer decay per model: the released READMEs' commands (fast_itpn/README.md, itpn_clip/README.md).
+FAST_ITPN = {"tiny": ("fast_itpn_tiny_1112_patch16_224", 0.80), "small": ("fast_itpn_small_2220_patch16_224", 0.90),
+             "base": ("fast_itpn_base_3324_patch16_224", 0.90), "large": ("fast_itpn_large_2240_patch16_256", 0.95)}
+ITPN_CLIP = {"base": ("itpn_base_3324_patch16_224", 0.60), "large": ("itpn_large_2240_patch16_224", 0.55)}
+WEIGHT_DECAY = 0.05
+
+
+def _stand_ins() -> None:
+    """Empty modules for imports the released scripts make and these computations never use."""
+    six = types.ModuleType("torch._six")
+    six.inf, six.string_classes = math.inf, (str,)
+    sys.modules["torch._six"] = six
+    for name in ("tensorboardX", "deepspeed", "apex", "apex.optimizers", "sh", "pkg_resources"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            module = types.ModuleType(name)
+            module.SummaryWriter = object
+            if name == "pkg_resources":
+                import packaging.version  # noqa: F401  (clip.py reads pkg_resources.packaging.version)
+
+                module.packaging = sys.modules["packaging"]
+            sys.modules[name] = module
+    for name in ("nadam.Nadam", "nvnovograd.NvNovoGrad", "adahessian.Adahessian", "adamp.AdamP", "sgdp.SGDP",
+                 "radam.RAdam", "rmsprop_tf.RMSpropTF", "lookahead.Lookahead", "adafactor.Adafactor"):
+        module_name, attribute = name.split(".")
+        try:
+            module = importlib.import_module(f"timm.optim.{module_name}")
+        except ImportError:
+            module = sys.modules.setdefault(f"timm.optim.{module_name}", types.ModuleType(module_name))
+        if not hasattr(module, attribute):
+            setattr(module, attribute, object)
+
+
+def _args(script: str, argv: list[str]) -> argparse.Namespace:
+    """The released script's own argument parser on ``argv``."""
+    sys.argv = [script, *argv]
+    parsed = importlib.import_module(script).get_args()
+    return parsed[0] if isinstance(parsed, tuple) else parsed
+
+
+def _assignment(model, groups) -> dict[str, list[float]]:
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    return {names[id(p)]: [group["lr_scale"], group["weight_decay"]] for group in groups for p in group["params"]}
+
+
+def fast_itpn() -> dict:
+    """fast_itpn/run_class_finetuning.py: layer decay assignment and the augmentation."""
+    from timm.models import create_model
+
+    import datasets
+    import modeling_finetune  # noqa: F401  (registers the models)
+    from optim_factory import LayerDecayValueAssigner, get_parameter_groups
+    from itpn.data.transforms import transform_params
+
+    args = _args("run_class_finetuning", ["--imagenet_default_mean_and_std"])
+    groups = {}
+    for size, (name, decay) in FAST_ITPN.items():
+        model = create_model(name, pretrained=False, num_classes=1000, drop_path_rate=0.1,
+                             init_values=args.layer_scale_init_value, use_mean_pooling=args.use_mean_pooling)
+        num_layers = model.get_num_layers()  # as run_class_finetuning.py
+        assigner = LayerDecayValueAssigner([decay ** (num_layers + 1 - i) for i in range(num_layers + 2)])
+        found = get_parameter_groups(model, WEIGHT_DECAY, model.no_weight_decay(), assigner.get_layer_id,
+                                     assigner.get_scale)
+        groups[size] = {"model": name, "layer_decay": decay, "weight_decay": WEIGHT_DECAY,
+                        "params": _assignment(model, found)}
+    transforms = {"train": transform_params(datasets.build_transform(True, args)),
+                  "eval": transform_params(datasets.build_transform(False, args))}
+    return {"param_groups": groups, "transforms": transforms}
+
+
+def itpn_clip() -> dict:
+    """itpn_clip/run_itpn_finetuning.py and run_itpn_pretraining.py: layer decay and the augmentations."""
+    from timm.models import create_model
+
+    import datasets
+    import modeling_finetune  # noqa: F401  (registers the models)
+    from utils import lr_decay
+    from itpn.data.transforms import transform_params
+
+    args = _args("run_itpn_finetuning", [])
+    groups = {}
+    for size, (name, decay) in ITPN_CLIP.items():
+        # the model as run_itpn_finetuning.py builds it, LayerScale included
+        model = create_model(name, pretrained=False, num_classes=1000, drop_path_rate=0.1, ape=args.abs_pos_emb,
+                             rpe=args.rel_pos_bias, use_mean_pooling=args.use_mean_pooling,
+                             init_values=args.layer_scale_init_value)
+        found = lr_decay.param_groups_lrd(model, WEIGHT_DECAY, no_weight_decay_list=model.no_weight_decay(),
+                                          layer_decay=decay)
+        groups[size] = {"model": name, "layer_decay": decay, "weight_decay": WEIGHT_DECAY,
+                        "layer_scale_init_value": args.layer_scale_init_value, "params": _assignment(model, found)}
+    transforms = {"train": transform_params(datasets.build_transform(True, args)),
+                  "eval": transform_params(datasets.build_transform(False, args))}
+    # The pre-training augmentation of the README's iTPN-B / CLIP-B command (--input_size 224 --second_input_size 224).
+    pretrain_args = _args("run_itpn_pretraining", ["--input_size", "224", "--second_input_size", "224"])
+    pretrain_args.window_size = (pretrain_args.input_size // 16, pretrain_args.input_size // 16)
+    augmentation = datasets.DataAugmentationForiTPN(pretrain_args)
+    masks = augmentation.masked_position_generator
+    pretrain = {"common": transform_params(augmentation.common_transform),
+                "student": transform_params(augmentation.patch_transform),
+                "teacher": transform_params(augmentation.visual_token_transform),
+                "mask": {"num_masking_patches": masks.num_masking_patches, "min_num_patches": masks.min_num_patches,
+                         "max_num_patches": masks.max_num_patches, "log_aspect_ratio": list(masks.log_aspect_ratio)}}
+    return {"param_groups": groups, "transforms": transforms, "pretrain_transforms": pretrain}
+
+
+PARTS = {"fast_itpn": fast_itpn, "itpn_clip": itpn_clip}
+
+
+def run_part(part: str, release: Path) -> dict:
+    """One part in a subprocess whose working directory is the released folder (its scripts import their
+    siblings by name, and the folders' ``utils`` modules differ)."""
+    result = subprocess.run([sys.executable, "-W", "ignore", str(Path(__file__).resolve()), "--part", part],
+                            cwd=release / part, capture_output=True, text=True, check=False,
+                            env={"PYTHONPATH": f"{release / part}:{REPO}", "PATH": "/usr/bin:/bin"})
+    if result.returncode:
+        raise RuntimeError(f"the released {part} code failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def commit_of(release: Path, given: str | None) -> str:
+    if given:
+        return given
+    found = subprocess.run(["git", "-C", str(release), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if found.returncode:
+        raise SystemExit(f"{release} is no git checkout: pass --commit, the sunsmarterjie/iTPN commit it holds")
+    return found.stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("release", nargs="?", type=Path, help="a checkout of sunsmarterjie/iTPN")
+    parser.add_argument("--commit", help="the commit the checkout holds (default: git rev-parse HEAD there)")
+    parser.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.part:  # inside the released folder
+        _stand_ins()
+        print(json.dumps(PARTS[options.part]()))
+        return
+    if options.release is None or not (options.release / "fast_itpn").is_dir():
+        raise SystemExit("give the path of a sunsmarterjie/iTPN checkout (the folder holding fast_itpn/)")
+    source = {"repository": "sunsmarterjie/iTPN", "commit": commit_of(options.release, options.commit)}
+    parts = {part: run_part(part, options.release.resolve()) for part in PARTS}
+    outputs = {
+        "released_param_groups.json": {**source, "fast_itpn": parts["fast_itpn"]["param_groups"],
+                                       "itpn_clip": parts["itpn_clip"]["param_groups"]},
+        "released_transforms.json": {**source, "fast_itpn": parts["fast_itpn"]["transforms"],
+                                     "itpn_clip": parts["itpn_clip"]["transforms"],
+                                     "itpn_clip_pretrain": parts["itpn_clip"]["pretrain_transforms"]},
+    }
+    for name, payload in outputs.items():
+        (FIXTURES / name).write_text(json.dumps(payload, separators=(",", ":")) + "\n")
+        print(f"wrote {FIXTURES / name}")
+
+
+if __name__ == "__main__":
+    main()
