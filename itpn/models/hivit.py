@@ -256,6 +256,12 @@ class HiViT(nn.Module):
         layout = UnitLayout((x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE), ids_keep)
         if ids_keep is not None:
             units = gather_units(units, ids_keep)
+        return self.forward_stages(units, layout)
+
+    def forward_stages(self, units: torch.Tensor, layout: UnitLayout
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both MLP stages on embedded units ``(B, L, 4, 4, C/4)`` placed by ``layout``: stage-1 and stage-2
+        units and the stage-3 input tokens ``(B, L, C)``."""
         stage_outputs = []
         for stage in self.stages:
             for block in stage.blocks:

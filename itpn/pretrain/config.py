@@ -21,6 +21,7 @@ _CHOICES = {
     "mfm_loss": (None, "mse", "smooth_l1", "cosine"),
     "mfm_targets": ("masked", "visible"),
     "clip_targets": ("all", "masked"),
+    "clip_mask_at": (None, "stage3", "embedding"),
     "amp_dtype": ("bf16", "fp16", "fp32"),
 }
 
@@ -65,10 +66,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     # (itpn_clip/modeling_pretrain.py) is the objective, as Fast-iTPN "inherits the pre-training
     # strategies of iTPN" (section 4.3); no RPE in pre-training (Table 2, section 4.3). Where the
     # paper is silent the released CLIP recipe fills in (ours): betas (0.9, 0.98), min_lr 1e-5,
-    # drop path 0.1, no gradient clipping. Fast-iTPN's LayerScale 0.1 is the model's default.
+    # drop path 0.1, no gradient clipping. Fast-iTPN's LayerScale 0.1 is the model's default. Masked units
+    # become the mask token at the patch embedding (fast_itpn/modeling_finetune.py, ConvPatchEmbed's masked
+    # forward; the pre-training checkpoints hold that mask_token, issues #12 and #17).
     "fast_itpn_clip_l": dict(
         model="fast_itpn_base_patch16_224", model_kwargs={}, img_size=224, drop_path=0.1, teacher="clip",
         clip_model="ViT-L-14-quickgelu", mfm_loss="cosine", clip_targets="all", clip_aux_weight=1.0,
+        clip_mask_at="embedding",
         mask_ratio=0.75, mask_mode="random", min_crop_scale=0.2,
         batch_size=64, epochs=1600, warmup_epochs=40, blr=1.5e-4, lr=None, min_lr=1e-5, weight_decay=0.05,
         betas=(0.9, 0.98), eps=1e-8, clip_grad=None),
@@ -121,6 +125,9 @@ class PretrainConfig(DataclassConfig):
     clip_checkpoint: Optional[str] = None  # local path/URL of the open_clip weights
     clip_targets: Literal["all", "masked"] = "all"  # clip mode: tokens supervised (released default: all)
     clip_aux_weight: float = 1.0  # clip mode: weight of the auxiliary head at 3/4 depth (released 1.0)
+    # clip mode: where masked units become the mask token, "stage3" (released iTPN-CLIP) or "embedding" (released
+    # Fast-iTPN's masked patch embedding); None: embedding for Fast-iTPN's convolutional stem, else stage3
+    clip_mask_at: Optional[Literal["stage3", "embedding"]] = None
     mask_ratio: float = 0.75
     mask_mode: Literal["random", "block", "beit"] = "random"  # beit: the released block masks (clip only)
     mfm_weight: float = 0.3  # lambda of equation 4

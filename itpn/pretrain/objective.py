@@ -78,7 +78,7 @@ from torch import nn
 
 from itpn.models import HiViT
 from itpn.models.hivit import PATCH_SIZE
-from itpn.models.layers import UnitLayout, gather_units
+from itpn.models.layers import ConvPatchMerge, UnitLayout, gather_units
 
 from .masking import Mask
 
@@ -357,21 +357,34 @@ class ClipDistillModel(nn.Module):
     ``loss``: ``smooth_l1`` (iTPN-CLIP) or ``cosine`` (Fast-iTPN, paper section 5.1); ``targets``:
     ``all`` tokens (the released default) or only the ``masked`` ones (the released alternative, left
     commented out in ``iTPNClipDistill.forward``); ``aux_weight`` scales the auxiliary term (1 released).
+
+    ``mask_at``: where masked units become the mask token. ``stage3`` (iTPN-CLIP, ``modeling_pretrain.py``):
+    a (1, 1, D) token replaces the stage-3 input, so the stem and the pyramid's stride-4/8 laterals see every
+    pixel. ``embedding`` (Fast-iTPN, ``fast_itpn/modeling_finetune.py``, ``ConvPatchEmbed.forward`` with
+    ``bool_masked_pos``): a (1, 1, 16 * D/4) token, laid out as ``unfold`` lays out a 4x4 unit, is blended
+    into the patch embedding, so nothing downstream sees a masked unit's pixels. None: ``embedding`` for a
+    convolutional (Fast-iTPN) stem, else ``stage3``.
     """
 
     def __init__(self, encoder: HiViT, clip_dim: int, *, loss: FeatureLoss = "smooth_l1",
-                 targets: Literal["all", "masked"] = "all", aux_weight: float = 1.0):
+                 targets: Literal["all", "masked"] = "all", aux_weight: float = 1.0,
+                 mask_at: Optional[Literal["stage3", "embedding"]] = None):
         super().__init__()
         _require_pyramid(encoder)
         if targets not in ("all", "masked"):
             raise ValueError(f"clip_targets must be 'all' or 'masked', got {targets!r}")
+        if mask_at not in (None, "stage3", "embedding"):
+            raise ValueError(f"mask_at must be 'stage3' or 'embedding', got {mask_at!r}")
         dim = encoder.embed_dim
+        conv_stem = isinstance(encoder.stages[0].merge, ConvPatchMerge)
+        self.mask_at = mask_at or ("embedding" if conv_stem else "stage3")
         self.encoder = encoder
         self.loss_kind = loss
         self.targets = targets
         self.aux_weight = aux_weight
         self.aux_index = aux_block_index(len(encoder.blocks))
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        token_dim = dim if self.mask_at == "stage3" else 16 * (dim // 4)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, token_dim))
         self.decoder_embed = level_projections(encoder.pyramid.fpn_dim, dim, eps=1e-6)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.lm_head = nn.Linear(dim, clip_dim)
@@ -399,9 +412,16 @@ class ClipDistillModel(nn.Module):
         cfg = getattr(encoder, "pretrained_cfg", None) or {}
         normalized = normalize(images, cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD))
         grid = encoder.check_input(normalized)
-        stage1, stage2, tokens = encoder.forward_stem(normalized)  # the whole image
-        masked = mask.masked[:, :, None].to(tokens.dtype)
-        tokens = tokens * (1 - masked) + self.mask_token.to(tokens.dtype) * masked
+        if self.mask_at == "embedding":
+            units = encoder.patch_embed(normalized)
+            channels = units.shape[-1]  # unfold's order: channel-major over the 4x4 sub-tokens
+            token = self.mask_token.to(units.dtype).view(channels, 4, 4).permute(1, 2, 0)
+            masked = mask.masked[:, :, None, None, None].to(units.dtype)
+            stage1, stage2, tokens = encoder.forward_stages(units * (1 - masked) + token * masked, UnitLayout(grid))
+        else:
+            stage1, stage2, tokens = encoder.forward_stem(normalized)  # the whole image
+            masked = mask.masked[:, :, None].to(tokens.dtype)
+            tokens = tokens * (1 - masked) + self.mask_token.to(tokens.dtype) * masked
         x = encoder.pos_drop(tokens + encoder.position_embedding(grid))
         biases = encoder.attention_biases(grid)
         hidden = x

@@ -103,7 +103,8 @@ def build_objective(config: PretrainConfig, clip_dim: Optional[int] = None
         if not clip_dim:
             raise ValueError("teacher='clip' needs clip_dim, the width of the CLIP teacher's output")
         return ClipDistillModel(build_encoder(config), clip_dim, loss=config.feature_loss,
-                                targets=config.clip_targets, aux_weight=config.clip_aux_weight)
+                                targets=config.clip_targets, aux_weight=config.clip_aux_weight,
+                                mask_at=config.clip_mask_at)
     mfm = {"ema": "stages", "clip_visible_distill": "clip_visible", "none": "none"}[config.teacher]
     return IntegralPretrainModel(
         build_encoder(config), mfm, clip_dim=clip_dim, mfm_weight=config.mfm_weight, mfm_loss=config.feature_loss,
