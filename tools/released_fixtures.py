@@ -12,7 +12,11 @@ small JSON files under ``tests/models/fixtures/`` carrying the commit they were 
   iTPN-B/L at theirs;
 * ``released_transforms.json``: the augmentation pipelines' parameters, fixture (d)
   (``itpn.data.transforms.transform_params`` of what the released ``build_transform`` /
-  ``DataAugmentationForiTPN`` build from the README's arguments).
+  ``DataAugmentationForiTPN`` build from the README's arguments);
+* ``released_pixel_mim.json``: fixture (b), the pixel-MIM loss and every parameter's gradient norm of
+  ``itpn_pixel/models/models_itpn_mim.py`` on a fixed batch and mask, its weights those our tiny
+  ``itpn_pixel`` model starts from under a fixed seed (mapped to the released names and loaded strictly);
+  the released masked forward's resampling of its position embedding is left out (``itpn_pixel``).
 
 The released code was written for timm 0.3-0.5 and torch 1.x: the few modules it imports but these
 computations never use (tensorboardX, optimisers timm renamed, ``torch._six``, ``pkg_resources``) are
@@ -137,7 +141,85 @@ def itpn_clip() -> dict:
     return {"param_groups": groups, "transforms": transforms, "pretrain_transforms": pretrain}
 
 
-PARTS = {"fast_itpn": fast_itpn, "itpn_clip": itpn_clip}
+# The tiny iTPN of fixture (b): our itpn_pixel recipe at a size a CPU test runs in a second; the test builds our
+# model from these settings under PIXEL_SEED, this script loads the same weights into the released model.
+PIXEL_SETTINGS = dict(teacher="none", img_size=64, decoder_dim=32, decoder_depth=1, decoder_heads=2,
+                      model_kwargs={"fpn_depth": 2, "rpe": False, "depths": [1, 1, 2], "embed_dim": 64,
+                                    "num_heads": 2, "fpn_dim": 32})
+PIXEL_SEED = 0
+
+
+def _released_decoder_key(key: str) -> str | None:
+    """Our name of a released pixel-decoder key (``models_itpn_mim.py``), None for encoder keys."""
+    for released, ours in (("decoder_embed.", "decoder.level_proj."), ("decoder_blocks.", "decoder.blocks."),
+                           ("decoder_norm.", "decoder.norm."), ("decoder_pred.", "decoder.pred.")):
+        if key.startswith(released):
+            return ours + key[len(released):]
+    return "decoder.mask_token" if key == "mask_token" else None
+
+
+def itpn_pixel() -> dict:
+    """itpn_pixel/models/models_itpn_mim.py: the pixel-MIM loss and every parameter's gradient norm on a fixed
+    batch and mask, with our tiny itpn_pixel model's weights; the sin-cos positions of util/pos_embed.py."""
+    from functools import partial
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    np.float = float  # util/pos_embed.py uses the alias numpy removed
+    from models.models_itpn_mim import iTPNMaskedAutoencoder
+    from util.pos_embed import get_2d_sincos_pos_embed
+    from itpn.models.checkpoint import convert_official
+    from itpn.pretrain import MaskGenerator, PretrainConfig
+    from itpn.pretrain.trainer import build_objective
+
+    config = PretrainConfig.from_recipe("itpn_pixel", **PIXEL_SETTINGS)
+    torch.manual_seed(PIXEL_SEED)
+    ours = build_objective(config)
+    ours_state = ours.state_dict()
+    arch = config.model_kwargs
+    depths = tuple(arch["depths"])
+    released = iTPNMaskedAutoencoder(
+        img_size=config.img_size, embed_dim=arch["embed_dim"], mlp_depth=depths[0], depth=depths[2],
+        num_heads=arch["num_heads"], fpn_dim=arch["fpn_dim"], fpn_depth=arch["fpn_depth"], rpe=False,
+        decoder_embed_dim=config.decoder_dim, decoder_depth=config.decoder_depth,
+        decoder_num_heads=config.decoder_heads, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+    names = {}
+    for key in released.state_dict():
+        if key == "decoder_pos_embed":
+            continue  # fixed sin-cos, compared on its own
+        names[key] = _released_decoder_key(key) or "encoder." + next(iter(convert_official({key: torch.zeros(1)},
+                                                                                            depths)))
+    weights = {key: ours_state[name].clone() for key, name in names.items()}
+    weights["mask_token"] = weights["mask_token"] / 3  # the released decoder adds the token once per level
+    weights["decoder_pos_embed"] = released.decoder_pos_embed.detach().clone()
+    released.load_state_dict(weights, strict=True)
+
+    grid = config.img_size // 16
+    mask = MaskGenerator((grid, grid), config.mask_ratio)(2, torch.Generator().manual_seed(2))
+    ids_shuffle = torch.cat([mask.ids_keep, mask.ids_masked], dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    released.masking_id = lambda batch, ratio: (mask.ids_keep, ids_restore, mask.masked.float())
+    # iTPN.interpolate_pos_encoding compares the visible-token count with the grid, so every masked forward
+    # resamples the position embedding bicubically at scale (Hp + 0.1) / Hp; the position embedding is used
+    # as it is here (ours, itpn.pretrain.objective), so the fixture compares the method without that resampling.
+    released.interpolate_pos_encoding = lambda x, h, w: released.absolute_pos_embed
+    images = torch.rand(2, 3, config.img_size, config.img_size, generator=torch.Generator().manual_seed(1))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    released.train()
+    loss, _, _ = released((images - mean) / std, mask_ratio=config.mask_ratio)
+    loss.backward()
+    gradients = {names[key]: parameter.grad.norm().item() for key, parameter in released.named_parameters()
+                 if parameter.grad is not None and key in names}
+    gradients["decoder.mask_token"] /= 3  # ours is 3x the released token: d/d(ours) = d/d(released) / 3
+    return {"settings": PIXEL_SETTINGS, "seed": PIXEL_SEED, "image_seed": 1, "mask_seed": 2,
+            "weights_abs_sum": sum(value.abs().sum().item() for value in ours_state.values()),
+            "loss": loss.item(), "grad_norms": gradients,
+            "sincos_pos_embed_32x4x4": get_2d_sincos_pos_embed(32, 4).tolist()}
+
+
+PARTS = {"fast_itpn": fast_itpn, "itpn_clip": itpn_clip, "itpn_pixel": itpn_pixel}
 
 
 def run_part(part: str, release: Path) -> dict:
@@ -181,6 +263,7 @@ def main() -> None:
                                      "itpn_clip": parts["itpn_clip"]["transforms"],
                                      "itpn_clip_pretrain": parts["itpn_clip"]["pretrain_transforms"]},
     }
+    outputs["released_pixel_mim.json"] = {**source, **parts["itpn_pixel"]}
     for name, payload in outputs.items():
         (FIXTURES / name).write_text(json.dumps(payload, separators=(",", ":")) + "\n")
         print(f"wrote {FIXTURES / name}")

@@ -20,6 +20,7 @@ _CHOICES = {
     "teacher_interpolation": (None, "bicubic", "bilinear", "lanczos"),
     "mfm_loss": (None, "mse", "smooth_l1", "cosine"),
     "mfm_targets": ("masked", "visible"),
+    "pos_embed_init": ("trunc_normal", "sincos"),
     "clip_targets": ("all", "masked"),
     "clip_mask_at": (None, "stage3", "embedding"),
     "amp_dtype": ("bf16", "fp16", "fp32"),
@@ -33,10 +34,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     # sunsmarterjie/iTPN itpn_pixel/PRETRAIN.md (64 GPUs x 64, blr 1.5e-4, mask 0.75, 40 warm-up
     # epochs, 1600 epochs) and main_pretrain.py (AdamW betas (0.9, 0.95), weight decay 0.05, min_lr 0,
     # no gradient clipping); model itpn_pixel/models/models_itpn_mim.py (fpn_depth 2, rpe off, decoder
-    # 512-d x 8 blocks x 16 heads, no drop path). EMA momentum 0.996 and lambda 0.3: paper section 3.4
-    # and equation 4; 1600 epochs: paper section 5.1 (400 and 1600 for the EMA teacher).
+    # 512-d x 8 blocks x 16 heads, no drop path, encoder positions started from sin-cos). EMA momentum
+    # 0.996 and lambda 0.3: paper section 3.4 and equation 4; 1600 epochs: paper section 5.1 (400 and
+    # 1600 for the EMA teacher). MFM as sections 3.3-3.4 write it (mfm_targets "visible"): the teacher sees
+    # only the student's masked input x * M, and h^s is a per-token linear map of V^s; the released code
+    # has no MFM (issue #7).
     "itpn_pixel": dict(
         model="itpn_base_patch16_224", model_kwargs={"fpn_depth": 2, "rpe": False}, img_size=224, drop_path=0.0,
+        pos_embed_init="sincos", mfm_targets="visible",
         teacher="ema", ema_momentum=0.996, mfm_weight=0.3, mask_ratio=0.75, mask_mode="random",
         decoder_dim=512, decoder_depth=8, decoder_heads=16, norm_pix_loss=True, min_crop_scale=0.2,
         batch_size=64, epochs=1600, warmup_epochs=40, blr=1.5e-4, lr=None, min_lr=0.0, weight_decay=0.05,
@@ -113,11 +118,14 @@ class PretrainConfig(DataclassConfig):
     # "without integral pre-training" ablation (Table 8 first row, Figure 7's HiViT curve); the export
     # then holds no pyramid. Table 9's convolutional ablation is a model argument: model_kwargs {cmlp: false}.
     integral: bool = True
+    # encoder position embedding at the start: timm's truncated normal (ours) or the released pixel MIM's sin-cos
+    pos_embed_init: Literal["trunc_normal", "sincos"] = "trunc_normal"
     # objective
     teacher: TeacherKind = "ema"
     ema_momentum: float = 0.996
-    # EMA teacher: where the MFM targets are taken (masked: the hidden units; visible: the student's own).
-    # visible undid the MIM gain on the generated data (60.5 -> 50.4 % low-label top-1; objective.py).
+    # EMA teacher: where the MFM targets are taken. visible: the paper's (sections 3.3-3.4; the itpn_pixel
+    # recipe's); masked (ours, the plain default): the hidden units, chosen because visible undid the MIM gain
+    # on the generated data (60.5 -> 50.4 % low-label top-1, benchmarks/mfm_target.py; objective.py).
     mfm_targets: Literal["masked", "visible"] = "masked"
     # open_clip config name or path to a model-config .json. OpenAI's CLIP weights were trained with
     # QuickGELU: open_clip's "-quickgelu" configs build it (the plain names build GELU).

@@ -21,6 +21,12 @@ Fast-iTPN with CLIP-L (paper section 5.1).
 
 Choices made here (the paper is silent or ambiguous; the released code has no MFM):
 
+* **Position embedding of a masked image.** The released pixel model (``models_itpn.py``,
+  ``interpolate_pos_encoding``) compares the number of *visible* tokens with the grid, so every masked
+  forward bicubically resamples the position embedding at scale (Hp + 0.1) / Hp before gathering the
+  visible positions; here the embedding is gathered as it is (a 3e-5 relative change of the tiny
+  fixture's loss; ``tests/pretrain/test_pretrain_recipes.py`` compares without the resampling).
+
 * **Where the EMA-teacher MFM targets are taken** (``mfm_targets``). Section 3.3 feeds the EMA
   teacher "only the masked patches (x ⊙ M, not the entire image)", where section 3.2 defines
   ``x ⊙ M`` as the student's masked input, whose backbone outputs "do not contain the tokens with
@@ -67,12 +73,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import build_sincos2d_pos_embed, trunc_normal_
+from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block as DecoderBlock
 from torch import nn
 
@@ -122,7 +129,25 @@ def standardize(features: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(features.float(), features.shape[-1:])
 
 
-def level_projections(fpn_dim: int, dim: int, eps: float = 1e-5,
+def mae_sincos_pos_embed(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """``(H*W, dim)`` fixed 2-D sin-cos positions laid out as MAE's ``get_2d_sincos_pos_embed``
+    (``itpn_pixel/util/pos_embed.py``): the first half encodes the column, the second the row, each as
+    ``[sin(p * w_k), cos(p * w_k)]`` with ``w_k = 10000 ** (-k / (dim / 4))``; computed in float64 as
+    there. (timm's ``build_sincos2d_pos_embed`` interleaves the halves differently.)"""
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
+                                torch.arange(grid[1], dtype=torch.float64), indexing="ij")
+
+    def encode(position: torch.Tensor) -> torch.Tensor:
+        angles = position.reshape(-1, 1) * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()
+
+
+def level_projections(fpn_dim: int, dim: int, eps: float = 1e-6,
                       level_sizes: Sequence[int] = LEVEL_SIZES) -> nn.ModuleList:
     """Per pyramid level (strides 16, 8, 4): LayerNorm + Linear to ``dim / k^2`` per sub-token, so the
     ``k x k`` sub-tokens of a unit flatten to ``dim`` (``decoder_embed`` of the released code).
@@ -153,8 +178,10 @@ class PixelDecoder(nn.Module):
         self.dim = dim
         self.level_proj = level_projections(fpn_dim, dim, level_sizes=level_sizes)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList([DecoderBlock(dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)  # as the released decoder (itpn_base_dec512d8b)
+        self.blocks = nn.ModuleList([DecoderBlock(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+                                     for _ in range(depth)])
+        self.norm = norm_layer(dim)
         self.pred = nn.Linear(dim, patch * patch * in_chans)
         trunc_normal_(self.mask_token, std=0.02)
 
@@ -166,8 +193,7 @@ class PixelDecoder(nn.Module):
         batch, num_units = mask.masked.shape
         tokens = self.mask_token.to(visible.dtype).expand(batch, num_units, -1)
         tokens = tokens.scatter(1, mask.ids_keep[:, :, None].expand(-1, -1, self.dim), visible)
-        pos = build_sincos2d_pos_embed(list(grid), self.dim, device=tokens.device, dtype=tokens.dtype)
-        x = tokens + pos[None]
+        x = tokens + mae_sincos_pos_embed(grid, self.dim).to(tokens)[None]
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
@@ -249,12 +275,13 @@ class IntegralPretrainModel(nn.Module):
 
     An encoder without the pyramid is the paper's "without integral pre-training" ablation (Table 8,
     first row; Figure 7's HiViT curve): MAE on HiViT, the decoder reading the stage-3 tokens alone
-    (``V = U^S``), pixel MIM only."""
+    (``V = U^S``), pixel MIM only. ``sincos_pos_embed`` starts the encoder's position embedding from
+    ``mae_sincos_pos_embed`` (``itpn_pixel/models/models_itpn_mim.py``; it stays trainable there too)."""
 
     def __init__(self, encoder: HiViT, mfm: MfmMode = "stages", *, clip_dim: Optional[int] = None,
                  mfm_weight: float = 0.3, mfm_loss: FeatureLoss = "mse", mfm_targets: MfmTargets = "masked",
                  decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
-                 norm_pix_loss: bool = True):
+                 norm_pix_loss: bool = True, sincos_pos_embed: bool = False):
         super().__init__()
         if encoder.pyramid is None and mfm != "none":
             raise ValueError("an encoder without the feature pyramid (integral=False: HiViT pre-trained alone, as the "
@@ -283,6 +310,9 @@ class IntegralPretrainModel(nn.Module):
         for module in (self.decoder, self.stage_heads, self.clip_head):
             if module is not None:
                 module.apply(_init_head_weights)
+        if sincos_pos_embed:  # the released pixel MIM starts the (trainable) encoder positions from sin-cos
+            with torch.no_grad():
+                encoder.pos_embed.copy_(mae_sincos_pos_embed(encoder.pos_grid, encoder.embed_dim)[None])
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

@@ -109,7 +109,8 @@ def build_objective(config: PretrainConfig, clip_dim: Optional[int] = None
     return IntegralPretrainModel(
         build_encoder(config), mfm, clip_dim=clip_dim, mfm_weight=config.mfm_weight, mfm_loss=config.feature_loss,
         mfm_targets=config.mfm_targets, decoder_dim=config.decoder_dim, decoder_depth=config.decoder_depth,
-        decoder_heads=config.decoder_heads, norm_pix_loss=config.norm_pix_loss)
+        decoder_heads=config.decoder_heads, norm_pix_loss=config.norm_pix_loss,
+        sincos_pos_embed=config.pos_embed_init == "sincos")
 
 
 def build_dataset(config: PretrainConfig, dataset: Optional[Dataset], teacher_size: Optional[int] = None

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import timm
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,8 @@ from torchvision.transforms.functional import to_tensor
 from itpn.data.transforms import transform_params
 from itpn.pretrain import MaskGenerator, PretrainConfig
 from itpn.pretrain.data import TwoViewResizedCrop, clip_pretrain_transform
+from itpn.pretrain.objective import mae_sincos_pos_embed
+from itpn.pretrain.trainer import build_objective
 
 TRANSFORMS = json.loads((Path(__file__).parents[1] / "models" / "fixtures" / "released_transforms.json").read_text())
 
@@ -60,3 +63,36 @@ def test_beit_block_masks_never_exceed_the_count_and_may_stop_short():
     agree = (grid[:, :, 1:] == grid[:, :, :-1]).float().mean()
     assert agree > 0.8  # contiguous blocks
     torch.testing.assert_close(masks.per_sample([7]).masked, masks.per_sample([7]).masked)
+
+
+PIXEL = json.loads((Path(__file__).parents[1] / "models" / "fixtures" / "released_pixel_mim.json").read_text())
+
+
+def test_pixel_mim_loss_and_every_gradient_equal_the_released():
+    """Fixture (b): itpn_pixel/models/models_itpn_mim.py run with our tiny itpn_pixel model's weights on a fixed
+    batch and mask: the loss within 1e-5 relative, every parameter's gradient norm within 1e-4."""
+    config = PretrainConfig.from_recipe("itpn_pixel", **PIXEL["settings"])
+    torch.manual_seed(PIXEL["seed"])
+    objective = build_objective(config)
+    weights = sum(value.abs().sum().item() for value in objective.state_dict().values())
+    assert weights == pytest.approx(PIXEL["weights_abs_sum"], rel=1e-6), \
+        "the model starts from other weights than the fixture's: rerun tools/released_fixtures.py"
+    grid = config.img_size // 16
+    mask = MaskGenerator((grid, grid), config.mask_ratio)(2, torch.Generator().manual_seed(PIXEL["mask_seed"]))
+    images = torch.rand(2, 3, config.img_size, config.img_size,
+                        generator=torch.Generator().manual_seed(PIXEL["image_seed"]))
+    losses = objective.train()(images, mask)
+    assert losses["mim"].item() == pytest.approx(PIXEL["loss"], rel=1e-5)
+    losses["mim"].backward()
+    named = dict(objective.named_parameters())
+    assert len(PIXEL["grad_norms"]) > 100
+    for name, norm in PIXEL["grad_norms"].items():
+        assert named[name].grad.norm().item() == pytest.approx(norm, rel=1e-4, abs=1e-8), name
+
+
+def test_sincos_positions_are_laid_out_as_the_released():
+    released = torch.tensor(PIXEL["sincos_pos_embed_32x4x4"], dtype=torch.float32)
+    torch.testing.assert_close(mae_sincos_pos_embed((4, 4), 32), released, rtol=0, atol=1e-6)
+    config = PretrainConfig.from_recipe("itpn_pixel", **PIXEL["settings"])
+    encoder = build_objective(config).encoder
+    torch.testing.assert_close(encoder.pos_embed[0], mae_sincos_pos_embed(encoder.pos_grid, encoder.embed_dim))

@@ -164,8 +164,9 @@ def test_named_recipes_cite_the_released_settings_and_yield_to_explicit_keys(tmp
     assert (fast.model, fast.clip_model, fast.feature_loss, fast.epochs) == (
         "fast_itpn_base_patch16_224", "ViT-L-14-quickgelu", "cosine", 1600)
     pixel = PretrainConfig.from_recipe("itpn_pixel", betas=[0.9, 0.95], epochs=400)
-    assert (pixel.teacher, pixel.mfm_targets, pixel.epochs, pixel.blr, pixel.model) == (
-        "ema", "masked", 400, 1.5e-4, "itpn_base_patch16_224")
+    # paper 3.3-3.4: the teacher sees the student's masked input, h^s maps V^s per token; models_itpn_mim.py sin-cos
+    assert (pixel.teacher, pixel.mfm_targets, pixel.pos_embed_init, pixel.epochs, pixel.blr, pixel.model) == (
+        "ema", "visible", "sincos", 400, 1.5e-4, "itpn_base_patch16_224")
     assert PretrainConfig.from_recipe("itpn_clip_b16", clip_checkpoint="x", betas=[0.9, 0.95]).betas == (0.9, 0.95)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"pretrain": {"recipe": "itpn_clip_l14", "clip_checkpoint": "/w.pt", "lr": 1e-4}}))
