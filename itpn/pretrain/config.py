@@ -229,13 +229,16 @@ class PretrainConfig(DataclassConfig):
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: Optional[str] = None) -> "PretrainConfig":
         """Settings from a mapping; with ``recipe: NAME`` the recipe's settings come first and the
-        other keys override them. An unknown recipe or key is an error naming it and ``source``."""
+        other keys override them (``model_kwargs`` key by key). An unknown recipe or key is an error naming
+        it and ``source``."""
         name = values.get("recipe")
         if name is not None:
             if name not in RECIPES:
                 raise ValueError(f"unknown recipe {name!r} in {source or cls.__name__}; the recipes are: "
                                  f"{', '.join(RECIPES)}")
-            values = {**RECIPES[name], **values}
+            recipe = RECIPES[name]
+            values = {**recipe, **values,
+                      "model_kwargs": {**recipe.get("model_kwargs", {}), **values.get("model_kwargs", {})}}
         return super().from_dict(values, source)
 
     @classmethod
