@@ -16,7 +16,11 @@ small JSON files under ``tests/models/fixtures/`` carrying the commit they were 
 * ``released_pixel_mim.json``: fixture (b), the pixel-MIM loss and every parameter's gradient norm of
   ``itpn_pixel/models/models_itpn_mim.py`` on a fixed batch and mask, its weights those our tiny
   ``itpn_pixel`` model starts from under a fixed seed (mapped to the released names and loaded strictly);
-  the released masked forward's resampling of its position embedding is left out (``itpn_pixel``).
+  the released masked forward's resampling of its position embedding is left out (``itpn_pixel``);
+* ``released_clip_distill.json``: fixture (a), the iTPN-CLIP loss (``modeling_pretrain.py`` + the engine's
+  smooth-L1 + ``clip/create_clip.py``'s teacher) and every gradient norm, with our tiny ``itpn_clip_b16``
+  model's weights and a tiny random CLIP in OpenAI's layout (built by open_clip; the released ``clip.load``
+  reads its state dict); the teacher fed ``2x - 1`` so that its [-1, 1] scaling sees the [0, 1] image.
 
 The released code was written for timm 0.3-0.5 and torch 1.x: the few modules it imports but these
 computations never use (tensorboardX, optimisers timm renamed, ``torch._six``, ``pkg_resources``) are
@@ -28,6 +32,7 @@ import argparse
 import importlib
 import json
 import math
+import re
 import subprocess
 import sys
 import types
@@ -169,9 +174,10 @@ def itpn_pixel() -> dict:
 
     np.float = float  # util/pos_embed.py uses the alias numpy removed
     from models.models_itpn_mim import iTPNMaskedAutoencoder
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from util.pos_embed import get_2d_sincos_pos_embed
-    from itpn.models.checkpoint import convert_official
     from itpn.pretrain import MaskGenerator, PretrainConfig
+    from itpn.pretrain.objective import normalize
     from itpn.pretrain.trainer import build_objective
 
     config = PretrainConfig.from_recipe("itpn_pixel", **PIXEL_SETTINGS)
@@ -189,8 +195,7 @@ def itpn_pixel() -> dict:
     for key in released.state_dict():
         if key == "decoder_pos_embed":
             continue  # fixed sin-cos, compared on its own
-        names[key] = _released_decoder_key(key) or "encoder." + next(iter(convert_official({key: torch.zeros(1)},
-                                                                                            depths)))
+        names[key] = _released_decoder_key(key) or "encoder." + _backbone_name(key, depths)
     weights = {key: ours_state[name].clone() for key, name in names.items()}
     weights["mask_token"] = weights["mask_token"] / 3  # the released decoder adds the token once per level
     weights["decoder_pos_embed"] = released.decoder_pos_embed.detach().clone()
@@ -206,9 +211,8 @@ def itpn_pixel() -> dict:
     # as it is here (ours, itpn.pretrain.objective), so the fixture compares the method without that resampling.
     released.interpolate_pos_encoding = lambda x, h, w: released.absolute_pos_embed
     images = torch.rand(2, 3, config.img_size, config.img_size, generator=torch.Generator().manual_seed(1))
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    released.train()
-    loss, _, _ = released((images - mean) / std, mask_ratio=config.mask_ratio)
+    released.train()  # fed as main_pretrain.py's Normalize gives it the images
+    loss, _, _ = released(normalize(images, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), mask_ratio=config.mask_ratio)
     loss.backward()
     gradients = {names[key]: parameter.grad.norm().item() for key, parameter in released.named_parameters()
                  if parameter.grad is not None and key in names}
@@ -219,15 +223,121 @@ def itpn_pixel() -> dict:
             "sincos_pos_embed_32x4x4": get_2d_sincos_pos_embed(32, 4).tolist()}
 
 
-PARTS = {"fast_itpn": fast_itpn, "itpn_clip": itpn_clip, "itpn_pixel": itpn_pixel}
+# Fixture (a): our itpn_clip_b16 recipe at a CPU test's size, and a tiny random CLIP in OpenAI's layout (widths
+# of 64: the released clip/model.py build_model gives every 64 channels a head). The test rebuilds both from these.
+CLIP_TEACHER = {"embed_dim": 32, "quick_gelu": True,
+                "vision_cfg": {"image_size": 16, "layers": 1, "width": 64, "head_width": 64, "patch_size": 8},
+                "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 64, "heads": 1, "layers": 1}}
+CLIP_SETTINGS = dict(img_size=32, drop_path=0.0,
+                     model_kwargs={"depths": [1, 1, 5], "embed_dim": 64, "num_heads": 2, "fpn_dim": 32})
+CLIP_SEED = 0
+
+
+def tiny_clip_teacher(folder: Path) -> tuple[str, str]:
+    """(model-config JSON, state dict file) of the random CLIP of fixture (a), written to ``folder``."""
+    import open_clip
+    import torch
+
+    config = folder / "tiny-clip-fixture.json"
+    config.write_text(json.dumps(CLIP_TEACHER))
+    open_clip.add_model_config(config)
+    torch.manual_seed(CLIP_SEED)
+    checkpoint = folder / "tiny-clip-fixture.pt"
+    # in half precision's values, as OpenAI released CLIP (the released clip.load rounds weights through fp16)
+    weights = open_clip.create_model("tiny-clip-fixture").state_dict()
+    torch.save({key: value.half().float() for key, value in weights.items()}, checkpoint)
+    return str(config), str(checkpoint)
+
+
+def _backbone_name(key: str, depths: tuple[int, int, int]) -> str:
+    """Our name of a released backbone or pyramid key (the checkpoint converter's map)."""
+    import torch
+
+    from itpn.models.checkpoint import convert_official
+
+    return next(iter(convert_official({key: torch.zeros(1)}, depths)))
+
+
+def _ours_of_released(key: str, depths: tuple[int, int, int]) -> str:
+    """Our name of a released iTPN-CLIP pre-training key (``modeling_pretrain.py``)."""
+    extra = re.match(r"^cls_pt_layers\.(\d+)\.(.+)$", key)
+    if extra:  # the auxiliary blocks are named as stage-3 blocks are
+        main = _backbone_name(f"blocks.{sum(depths) + 2}.{extra.group(2)}", depths)
+        return f"cls_pt_layers.{extra.group(1)}." + main.split(".", 2)[2]
+    if key.startswith(("mask_token", "decoder_embed.", "norm.", "lm_head.", "norm_cls.", "lm_cls_head.")):
+        return key
+    return "encoder." + _backbone_name(key, depths)
+
+
+def itpn_clip_loss() -> dict:
+    """itpn_clip/modeling_pretrain.py (iTPNClipDistill) with engine_for_pretraining.py's loss and
+    clip/create_clip.py's teacher: the loss and every parameter's gradient norm on a fixed batch and mask,
+    with our tiny itpn_clip_b16 model's weights and a tiny random CLIP."""
+    import tempfile
+    from functools import partial
+
+    import torch
+    from torch import nn
+
+    from clip.create_clip import clip_distill
+    from modeling_pretrain import iTPNClipDistill
+    from itpn.pretrain import ClipTeacher, MaskGenerator, PretrainConfig
+    from itpn.pretrain.trainer import build_objective
+
+    folder = Path(tempfile.mkdtemp())
+    clip_config, clip_checkpoint = tiny_clip_teacher(folder)
+    config = PretrainConfig.from_recipe("itpn_clip_b16", clip_model=clip_config, clip_checkpoint=clip_checkpoint,
+                                        **CLIP_SETTINGS)
+    grid = config.img_size // 16
+    teacher = ClipTeacher(config.clip_model, clip_checkpoint, (grid, grid))
+    torch.manual_seed(CLIP_SEED)
+    ours = build_objective(config, clip_dim=teacher.dim)
+    ours_state = ours.state_dict()
+    arch = config.model_kwargs
+    depths = tuple(arch["depths"])
+    released = iTPNClipDistill(
+        img_size=config.img_size, patch_size=16, embed_dim=arch["embed_dim"], mlp_depth1=depths[0],
+        mlp_depth2=depths[1], depth=depths[2], num_heads=arch["num_heads"], bridge_mlp_ratio=3., mlp_ratio=4,
+        num_outs=3, fpn_dim=arch["fpn_dim"], fpn_depth=arch["fpn_depth"], norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        init_values=arch["init_values"], teacher_dim=teacher.dim)
+    names = {key: _ours_of_released(key, depths) for key, _ in released.named_parameters()}
+    weights = {key: ours_state[name].clone() for key, name in names.items()}
+    missing = released.load_state_dict(weights, strict=False).missing_keys
+    assert all(key.endswith("relative_position_index") for key in missing), missing
+    released_teacher = clip_distill(model_name=clip_checkpoint)
+    # clip_distill sizes its target LayerNorm by the model's name (512, or 768 with an "L" in it): the tiny width
+    released_teacher.LN = nn.LayerNorm(teacher.dim, elementwise_affine=False)
+
+    mask = MaskGenerator((grid, grid), 0.5)(2, torch.Generator().manual_seed(2))
+    images = torch.rand(2, 3, config.img_size, config.img_size, generator=torch.Generator().manual_seed(1))
+    teacher_images = torch.rand(2, 3, *teacher.input_size, generator=torch.Generator().manual_seed(3))
+    # The released ScalingLayerForClip reads its input as [-1, 1] (the teacher view is [0, 1]): 2x - 1 feeds it x,
+    # the image ours normalises with CLIP's statistics (itpn.pretrain.teachers).
+    target = released_teacher(2 * teacher_images - 1)
+    released.train()
+    outputs = released((images - 0.5) / 0.5, bool_masked_pos=mask.masked)
+    loss_fn = nn.SmoothL1Loss()
+    loss = loss_fn(input=outputs[0], target=target) + loss_fn(input=outputs[1], target=target)
+    loss.backward()
+    return {"settings": CLIP_SETTINGS, "teacher": CLIP_TEACHER, "seed": CLIP_SEED, "image_seed": 1,
+            "teacher_image_seed": 3, "mask_seed": 2,
+            "weights_abs_sum": sum(value.abs().sum().item() for value in ours_state.values()),
+            "teacher_abs_sum": sum(value.abs().sum().item() for value in teacher.state_dict().values()),
+            "loss": loss.item(), "grad_norms": {names[key]: parameter.grad.norm().item()
+                                                for key, parameter in released.named_parameters()}}
+
+
+PARTS = {"fast_itpn": fast_itpn, "itpn_clip": itpn_clip, "itpn_pixel": itpn_pixel, "itpn_clip_loss": itpn_clip_loss}
+PART_FOLDERS = {"itpn_clip_loss": "itpn_clip"}
 
 
 def run_part(part: str, release: Path) -> dict:
     """One part in a subprocess whose working directory is the released folder (its scripts import their
     siblings by name, and the folders' ``utils`` modules differ)."""
+    folder = release / PART_FOLDERS.get(part, part)
     result = subprocess.run([sys.executable, "-W", "ignore", str(Path(__file__).resolve()), "--part", part],
-                            cwd=release / part, capture_output=True, text=True, check=False,
-                            env={"PYTHONPATH": f"{release / part}:{REPO}", "PATH": "/usr/bin:/bin"})
+                            cwd=folder, capture_output=True, text=True, check=False,
+                            env={"PYTHONPATH": f"{folder}:{REPO}", "PATH": "/usr/bin:/bin"})
     if result.returncode:
         raise RuntimeError(f"the released {part} code failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -264,6 +374,7 @@ def main() -> None:
                                      "itpn_clip_pretrain": parts["itpn_clip"]["pretrain_transforms"]},
     }
     outputs["released_pixel_mim.json"] = {**source, **parts["itpn_pixel"]}
+    outputs["released_clip_distill.json"] = {**source, **parts["itpn_clip_loss"]}
     for name, payload in outputs.items():
         (FIXTURES / name).write_text(json.dumps(payload, separators=(",", ":")) + "\n")
         print(f"wrote {FIXTURES / name}")

@@ -382,7 +382,8 @@ class ClipDistillModel(nn.Module):
     levels to D, D/4, D/16 per sub-token; ``norm`` + ``lm_head`` map the sum to the CLIP width;
     ``cls_pt_layers`` (two fresh stage-3 blocks, with the drop path of the blocks at
     ``int(0.75 * depth)`` and the next, as ``dpr_cls`` in the released code), ``norm_cls`` and
-    ``lm_cls_head`` form the auxiliary head. LayerNorms use eps 1e-6 as the released model.
+    ``lm_cls_head`` form the auxiliary head. LayerNorms use eps 1e-6 as the released model, but those of
+    ``cls_pt_layers`` PyTorch's 1e-5 (the released ``BlockWithRPE``s there get no ``norm_layer``).
 
     ``loss``: ``smooth_l1`` (iTPN-CLIP) or ``cosine`` (Fast-iTPN, paper section 5.1); ``targets``:
     ``all`` tokens (the released default) or only the ``masked`` ones (the released alternative, left
@@ -426,6 +427,9 @@ class ClipDistillModel(nn.Module):
         for module in (self.decoder_embed, self.norm, self.lm_head, self.cls_pt_layers, self.norm_cls,
                        self.lm_cls_head):
             module.apply(encoder._init_weights)  # the copied blocks start afresh, as the released model's
+        for module in self.cls_pt_layers.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.eps = 1e-5  # the released cls_pt_layers are built without the model's norm_layer
         trunc_normal_(self.mask_token, std=0.02)
 
     @torch.jit.ignore

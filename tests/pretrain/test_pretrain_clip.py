@@ -273,3 +273,56 @@ def test_released_clip_data_path_gives_the_teacher_its_own_view_and_varying_mask
     result = trainer.fit()
     assert result.steps_done == 2 and math.isfinite(result.final_loss)
     assert seen and all(shape[-2:] == (16, 16) for shape in seen)  # no resize of the student's 32 px view
+
+
+def block_grad_norms(norms: dict[str, float]) -> dict[str, float]:
+    """Gradient norm per block (a name up to its block index: ``encoder.blocks.3``, ``cls_pt_layers.0``, ...,
+    else the parameter's module) from the norms of its parameters."""
+    blocks: dict[str, float] = {}
+    for name, norm in norms.items():
+        parts = name.split(".")
+        cut = next((i + 1 for i, part in enumerate(parts) if part.isdigit()), len(parts) - 1)
+        key = ".".join(parts[:cut])
+        blocks[key] = blocks.get(key, 0.0) + norm ** 2
+    return {key: value ** 0.5 for key, value in blocks.items()}
+
+
+RELEASED = json.loads((Path(__file__).parents[1] / "models" / "fixtures" / "released_clip_distill.json").read_text())
+
+
+def test_clip_loss_and_every_gradient_equal_the_released(tmp_path):
+    """Fixture (a): itpn_clip/modeling_pretrain.py with engine_for_pretraining.py's smooth-L1 and
+    clip/create_clip.py's teacher, run with our tiny itpn_clip_b16 model's weights and a tiny random CLIP:
+    the loss within 1e-5 relative, every parameter's gradient norm within 1e-4."""
+    config_file = tmp_path / "tiny-clip-fixture.json"
+    config_file.write_text(json.dumps(RELEASED["teacher"]))
+    open_clip.add_model_config(config_file)
+    torch.manual_seed(RELEASED["seed"])
+    checkpoint = tmp_path / "tiny-clip-fixture.pt"
+    # in half precision's values, as OpenAI's weights (the released clip.load rounds them through fp16)
+    weights = open_clip.create_model("tiny-clip-fixture").state_dict()
+    torch.save({key: value.half().float() for key, value in weights.items()}, checkpoint)
+    config = PretrainConfig.from_recipe("itpn_clip_b16", clip_model=str(config_file), clip_checkpoint=str(checkpoint),
+                                        **RELEASED["settings"])
+    grid = config.img_size // 16
+    teacher = ClipTeacher(config.clip_model, str(checkpoint), (grid, grid))
+    torch.manual_seed(RELEASED["seed"])
+    objective = build_objective(config, clip_dim=teacher.dim)
+    for module, key in ((objective, "weights_abs_sum"), (teacher, "teacher_abs_sum")):
+        assert sum(v.abs().sum().item() for v in module.state_dict().values()) == pytest.approx(
+            RELEASED[key], rel=1e-6), "other weights than the fixture's: rerun tools/released_fixtures.py"
+    mask = MaskGenerator((grid, grid), 0.5)(2, torch.Generator().manual_seed(RELEASED["mask_seed"]))
+    images = torch.rand(2, 3, config.img_size, config.img_size,
+                        generator=torch.Generator().manual_seed(RELEASED["image_seed"]))
+    teacher_images = torch.rand(2, 3, *teacher.input_size,
+                                generator=torch.Generator().manual_seed(RELEASED["teacher_image_seed"]))
+    losses = objective.train()(images, mask, teacher(teacher_images))
+    assert losses["loss"].item() == pytest.approx(RELEASED["loss"], rel=1e-5)
+    losses["loss"].backward()
+    named = dict(objective.named_parameters())
+    assert sorted(named) == sorted(RELEASED["grad_norms"])  # LayerScale on every block, the stem's included
+    ours = block_grad_norms({name: parameter.grad.norm().item() for name, parameter in named.items()})
+    released = block_grad_norms(RELEASED["grad_norms"])
+    assert len(released) > 20
+    for block, norm in released.items():
+        assert ours[block] == pytest.approx(norm, rel=1e-4), block
