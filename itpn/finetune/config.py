@@ -157,6 +157,8 @@ class ClassificationConfig(DataclassConfig):
                 setattr(self, name, value)
         self.model_kwargs = {**recipe["model_kwargs"], **self.model_kwargs}
         self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+        if len(self.mean) != len(self.std) or min(self.std) <= 0:
+            raise ConfigValueError("std", list(self.std), f"one positive value per channel of mean {list(self.mean)}")
         if self.layer_decay_rule not in LAYER_DECAY_RULES:
             raise ConfigValueError("layer_decay_rule", self.layer_decay_rule, f"one of {LAYER_DECAY_RULES}")
         if self.amp_dtype not in ("bf16", "fp32"):

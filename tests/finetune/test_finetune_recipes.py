@@ -76,3 +76,7 @@ def test_itpn_models_fine_tune_with_the_itpn_recipes():
     assert clip.model_kwargs == {"init_values": 0.1, "stem_init_values": 0.1}
     with pytest.raises(ValueError, match="recipe 'itpn' has no settings for small models"):
         ClassificationConfig(model="hivit_small_patch16_224", data_url="x")
+    with pytest.raises(ValueError, match="recipe must be one of fast_itpn, itpn, itpn_clip, itpn_pixel"):
+        ClassificationConfig(model="itpn_base_patch16_224", recipe="itpn_clips", data_url="x")
+    with pytest.raises(ValueError, match=r"std must be one positive value per channel"):
+        ClassificationConfig(model="itpn_base_patch16_224", data_url="x", std=[0.5, 0.5])
