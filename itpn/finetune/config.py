@@ -9,7 +9,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCE
 
 from itpn.config import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, ConfigValueError, DataclassConfig, Range
 from itpn.models.acceleration import get_variant
-from itpn.records import model_size
+from itpn.records import model_family, model_size
 
 from .optim import LAYER_DECAY_RULES
 
@@ -53,7 +53,7 @@ FAMILY_RECIPES = {"fast_itpn": "fast_itpn", "itpn": "itpn", "hivit": "itpn"}
 
 def default_recipe(model: str) -> str:
     """The recipe of ``model``'s family (``FAMILY_RECIPES``); ``ValueError`` naming the families otherwise."""
-    family = model.split("_" + model_size(model))[0] if model_size(model) else model
+    family = model_family(model)
     if family not in FAMILY_RECIPES:
         raise ValueError(f"no fine-tuning recipe for model {model!r}: its family {family!r} is none of "
                          f"{tuple(FAMILY_RECIPES)}; set recipe to one of {tuple(RECIPES)}")
