@@ -39,8 +39,9 @@ def test_every_parameters_lr_scale_and_weight_decay_equal_the_released(family, s
     released = PARAM_GROUPS[family][size]
     config = ClassificationConfig(model=model, recipe=family, data_url="x")
     assert config.layer_decay == released["layer_decay"] and config.weight_decay == released["weight_decay"]
-    with torch.device("meta"):  # the released fine-tuning model pools, then normalises (use_mean_pooling)
-        network = timm.create_model(model, num_classes=1000, final_norm="post_pool", **config.model_kwargs)
+    with torch.device("meta"):
+        network = timm.create_model(model, num_classes=1000, **config.model_kwargs)
+    assert network.final_norm == "post_pool"  # the released fine-tuning averages, then normalises (use_mean_pooling)
     ours = lr_scales_and_decays(network, param_groups(network, config.weight_decay, config.layer_decay,
                                                       config.layer_decay_rule))
     expected = _released_in_our_names(released["params"], network.depths)
