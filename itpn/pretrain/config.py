@@ -89,17 +89,19 @@ RECIPES["itpn_clip_l14"] = {**RECIPES["itpn_clip_b16"], "clip_model": "ViT-L-14-
 
 @dataclass
 class PretrainConfig(DataclassConfig):
-    """A pre-training run. The plain defaults are the pixel iTPN recipe for Fast-iTPN-B with the EMA
-    teacher; ``recipe`` names a set of settings from the paper or the released code (``RECIPES``,
-    applied by ``from_dict`` / ``from_yaml`` / ``from_recipe``, keys given beside it win).
+    """A pre-training run. The plain defaults are the pixel iTPN optimisation for Fast-iTPN-B with the
+    EMA teacher and some choices of ours (MFM at the masked units, truncated-normal positions, drop path
+    0.1, clipping 3.0); ``recipe`` names a set of settings from the paper or the released code
+    (``RECIPES``, applied by ``from_dict`` / ``from_yaml`` / ``from_recipe``, keys given beside it win).
     ``batch_size`` is per process, the global batch is ``batch_size * accum_steps * world_size``
     and, unless ``lr`` is set, ``lr = blr * global / 256``.
 
     ``teacher`` picks the objective:
 
     * ``ema``: pixel MIM through the pyramid + multi-stage MFM against the moving-averaged backbone
-      (paper sections 3.3-3.4); ``mfm_targets`` says where (the ``masked`` units, the default, or
-      the student's own ``visible`` units; measured side by side in ``benchmarks/mfm_target.py``).
+      (paper sections 3.3-3.4); ``mfm_targets`` says where (the student's own ``visible`` units as
+      the paper writes it, or the ``masked`` units, ours and the plain default; measured side by side
+      in ``benchmarks/mfm_target.py``).
     * ``clip``: the released iTPN-CLIP method (``itpn_clip/modeling_pretrain.py``): no pixel decoder,
       the masked units replaced by a mask token at stage 3, CLIP features of ``clip_targets``
       regressed by the pyramid head and an auxiliary head (weight ``clip_aux_weight``).
