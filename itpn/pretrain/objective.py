@@ -34,18 +34,19 @@ Choices made here (the paper is silent or ambiguous; the released code has no MF
   recover the masked features"). Both readings are here:
 
   - ``masked`` (ours, ``PretrainConfig``'s plain default): the teacher backbone runs on the masked
-    units and ``x^s`` is its stage feature there; the student has no feature at a masked unit before the decoder fills it, so ``h^s``
-    maps the decoder's output token of that unit to the ``k x k`` sub-tokens of level s (ours;
+    units and ``x^s`` is its stage feature there; the student has no feature at a masked unit before
+    the decoder fills it, so ``h^s`` maps the decoder's output token of that unit to the ``k x k``
+    sub-tokens of level s (ours;
     the released framework figure shows one decoder shared by all levels). Not trivial (MFM
     terms 0.45-0.55 after training).
   - ``visible`` (the paper's, and the ``itpn_pixel`` recipe's: section 3.2's ``x ⊙ M`` is the
-    student's masked input, i.e. its visible units): the teacher sees the student's visible units and ``x^s`` is its last feature of stage
-    s there (stage-3 tokens for stride 16, stage-2 units for 8, stage-1 units for 4; section 3.4);
-    ``h^s`` is a per-token linear map of ``V^s``, as section 3.4 says. The target is nearly a copy
-    of what the student has: a least-squares map from the student's own stage feature reaches a
-    lower MSE (0.001-0.004) than the trained heads (0.03-0.06, against 1.0 for predicting zero),
-    since the stride-8/4 levels hold a linear lateral of the student's own stage-1/2 features and
-    the EMA teacher nearly repeats them.
+    student's masked input, i.e. its visible units): the teacher sees the student's visible units
+    and ``x^s`` is its last feature of stage s there (stage-3 tokens for stride 16, stage-2 units
+    for 8, stage-1 units for 4; section 3.4); ``h^s`` is a per-token linear map of ``V^s``, as
+    section 3.4 says. The target is nearly a copy of what the student has: a least-squares map from
+    the student's own stage feature reaches a lower MSE (0.001-0.004) than the trained heads
+    (0.03-0.06, against 1.0 for predicting zero), since the stride-8/4 levels hold a linear lateral
+    of the student's own stage-1/2 features and the EMA teacher nearly repeats them.
 
   ``masked`` is the plain default because the visible target undid what MIM learns at demo scale (the
   paper's own MFM gain, under a point in Table 9, cannot show there). Measured on the
