@@ -11,7 +11,8 @@ beside the paper's numbers (``itpn reproduce TABLE --scale demo|small|paper``).
   ``small`` fine-tuned once and evaluated under every variant), and every variant benchmarked for speed.
 
 A scale is a parameters file, ``configs/reproduce/<scale>.yaml``: the data, model and recipes every row
-shares. Each row's parameters are that file plus its row's changes, written beside its outputs and run
+shares, and in its ``tables`` section the changes of the tables whose paper runs used another model or
+recipe (at paper scale: Tables 8/9 iTPN-B pixel, Table 7 / Figure 5 Fast-iTPN-B with CLIP-L). Each row's parameters are that file plus its row's changes, written beside its outputs and run
 through the pipeline's own stages (``flows.stages``, subprocesses as in ``experiment``); the prepared data
 and the pre-trainings several rows share run once (``experiment.stage_dirs``). Every stage is recorded in the store under ``reproduce-<table>-<scale>``
 with ``reproduce: {table, scale, row, variant}`` in its params. Data: generated at the scale's sizes, or
@@ -75,7 +76,8 @@ DENSE = ("classification", "detection", "segmentation")
 
 
 def _variant_rows(variants: list[str]) -> tuple[Row, ...]:
-    return tuple(Row(variant, pretrain=MIM_MFM, variant=variant) for variant in variants)
+    # the scale's own pre-training (EMA-teacher MFM at demo/small, Fast-iTPN's CLIP-L recipe at paper scale)
+    return tuple(Row(variant, pretrain={}, variant=variant) for variant in variants)
 
 
 TABLES: dict[str, Table] = {
@@ -116,6 +118,15 @@ def scale_file(scale: str) -> Path:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; the scales are {', '.join(SCALES)}")
     return REPO_ROOT / "configs" / "reproduce" / f"{scale}.yaml"
+
+
+def scale_params(scale: str, table: str) -> PipelineParams:
+    """The scale's parameters for ``table``: its file with the ``tables.<table>`` changes merged in (the
+    ``tables`` section is the scale file's own; the rest is a parameters file as ``PipelineParams`` reads)."""
+    path = scale_file(scale)
+    raw = yaml.safe_load(path.read_text()) or {}
+    changes = (raw.pop("tables", None) or {}).get(table, {})
+    return PipelineParams.from_mapping(_merge(raw, changes), source=path, base=path.resolve().parent)
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +181,7 @@ def plan(table: str, scale: str, *, data_root: Optional[str] = None, output_dir:
     be under ``data_root``; ``write``: False checks every job's parameters without writing them (``--plan``).
     A problem of any job's parameters raises ``ParamsError`` naming them all."""
     spec = select_rows(table, rows)
-    base_params = PipelineParams.load(scale_file(scale))
+    base_params = scale_params(scale, spec.name)
     base = base_params.model_dump()
     root = Path(output_dir).resolve() if output_dir else Path(base_params.experiment.output_dir) / "reproduce" / (
         f"{table}-{scale}")

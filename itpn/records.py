@@ -30,6 +30,12 @@ def model_size(model: str) -> str:
     return next((part for part in model.split("_") if part in MODEL_SIZES), "")
 
 
+def model_family(model: str) -> str:
+    """The name up to the size word (``fast_itpn_base_patch16_224`` -> ``fast_itpn``), the name when it has none."""
+    size = model_size(model)
+    return model.split(f"_{size}")[0] if size else model
+
+
 def _text(value: Any, what: str, *, required: bool) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a string, got {value!r}")

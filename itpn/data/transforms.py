@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
+from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -47,6 +48,50 @@ def build_classification_transform(
     return create_transform(
         input_size, is_training=False, interpolation=interpolation, crop_pct=crop_pct, mean=tuple(mean), std=tuple(std)
     )
+
+
+# Attributes that set what an augmentation step does (torchvision, timm and the released iTPN transforms).
+_TRANSFORM_FIELDS = ("size", "second_size", "scale", "ratio", "interpolation", "second_interpolation", "p", "prob",
+                     "brightness", "contrast", "saturation", "hue", "mean", "std", "max_size", "mode", "min_count",
+                     "max_count", "num_layers", "magnitude", "magnitude_std", "name", "padding")
+
+
+_INTERPOLATIONS = ("interpolation", "second_interpolation")
+_SAME_STEP = {"MaybeToTensor": "ToTensor"}  # timm's ToTensor that passes tensors through
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-comparable form: interpolation modes by name, tensors and sequences as lists, floats rounded
+    through float32 (a Normalize holds its statistics as float32 tensors)."""
+    if hasattr(value, "value") and isinstance(getattr(value, "value"), str):  # torchvision InterpolationMode
+        return value.value
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, float):
+        return float(torch.tensor(value, dtype=torch.float32))
+    return value
+
+
+def transform_params(transform: Any) -> list[dict[str, Any]]:
+    """The steps of a transform pipeline (``Compose``s flattened) with the parameters that set what
+    each does: ``[{"type": class name, "size": ..., "scale": ..., "interpolation": "bicubic", ...}]``;
+    RandAugment lists its operations. For comparing a recipe's augmentation with the released one."""
+    steps = getattr(transform, "transforms", None)
+    if isinstance(steps, (list, tuple)):
+        return [step for inner in steps for step in transform_params(inner)]
+    name = type(transform).__name__
+    params: dict[str, Any] = {"type": _SAME_STEP.get(name, name)}
+    for field in _TRANSFORM_FIELDS:
+        if hasattr(transform, field):
+            value = getattr(transform, field)
+            if field in _INTERPOLATIONS and isinstance(value, int):  # a PIL resampling filter
+                value = Image.Resampling(value).name.lower()
+            params[field] = _plain(value)
+    if hasattr(transform, "ops") and isinstance(transform.ops, (list, tuple)):
+        params["ops"] = [transform_params(op)[0] for op in transform.ops]
+    return [params]
 
 
 def _per_object(sample: Any) -> tuple[torch.Tensor, ...]:

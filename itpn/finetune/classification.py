@@ -1,7 +1,7 @@
 """ImageNet fine-tuning of HiViT / iTPN / Fast-iTPN, built from timm's training utilities.
 
-timm supplies the transform (RandAugment, random erasing), ``Mixup``, the losses, AdamW with
-layer-wise lr decay (our models' ``group_matcher``), the warm-up + cosine schedule, ``ModelEmaV3``
+timm supplies the transform (RandAugment, random erasing), ``Mixup``, the losses, AdamW (with the
+released scripts' layer-wise lr decay, ``itpn.finetune.optim``), the warm-up + cosine schedule, ``ModelEmaV3``
 and ``accuracy``; ``itpn.engine`` the checkpoint, the resume rule, the data order and the curve log.
 This module wires them into a loop that resumes exactly from any update (the data order and every random
 draw are functions of the seed and the position, ``itpn.data.order``, and the checkpoint, written every
@@ -22,7 +22,7 @@ import numpy as np
 import timm
 import torch
 import torch.distributed as dist
-from timm.data import Mixup
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -43,6 +43,7 @@ from itpn.records import MetricRecord, write_metrics
 from itpn.runtime import Runtime, setup_runtime
 
 from .config import ClassificationConfig
+from .optim import param_groups
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ class ClassificationResult:
 def build_datasets(config: ClassificationConfig) -> tuple[ImageNetFolder, ImageNetFolder]:
     train_transform = build_classification_transform(
         True, config.img_size, auto_augment=config.auto_augment, re_prob=config.reprob,
-        color_jitter=config.color_jitter)
-    eval_transform = build_classification_transform(False, config.img_size, crop_pct=config.crop_pct)
+        color_jitter=config.color_jitter, mean=config.mean, std=config.std)
+    eval_transform = build_classification_transform(False, config.img_size, crop_pct=config.crop_pct,
+                                                    mean=config.mean, std=config.std)
     train = ImageNetFolder(config.data_url, config.train_split, train_transform, per_class=config.labels_per_class)
     val = ImageNetFolder(config.data_url, config.val_split, eval_transform, classes=train.classes)
     if config.labels_per_class is not None:
@@ -168,8 +170,8 @@ class ClassificationTrainer:
         seed_all(config.seed)
         self.model = build_model(config, self.num_classes).to(self.runtime.device)
         self.ema = ModelEmaV3(self.model, decay=config.model_ema_decay) if config.model_ema else None
-        self.optimizer = create_optimizer_v2(self.model, opt="adamw", lr=config.lr, weight_decay=config.weight_decay,
-                                             layer_decay=config.layer_decay)
+        groups = param_groups(self.model, config.weight_decay, config.layer_decay, config.layer_decay_rule)
+        self.optimizer = create_optimizer_v2(groups, opt="adamw", lr=config.lr, weight_decay=config.weight_decay)
         self.train_data = SeededSamples(self.train_set)
         self.val_loader = _eval_loader(self.val_set, config.batch_size, self.runtime, config.num_workers)
         self.global_batch = config.batch_size * config.accum_steps * self.runtime.world_size
@@ -327,7 +329,8 @@ class ClassificationTrainer:
         if self.runtime.is_main:
             metadata = {"model": config.model, "model_kwargs": json.dumps(config.model_kwargs),
                         "num_classes": str(self.num_classes), "img_size": str(config.img_size),
-                        "variant": config.variant,
+                        "variant": config.variant, "mean": json.dumps(list(config.mean)),
+                        "std": json.dumps(list(config.std)),
                         "classes": json.dumps(self.train_set.classes), "epochs_done": str(self.epoch),
                         **grid_metadata(self.model)}
             save_safetensors(self.eval_model.state_dict(), export_url, metadata)
@@ -394,7 +397,10 @@ def evaluate_variants(
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         runtime = Runtime(0, 1, torch.device(device))
-    transform = build_classification_transform(False, img_size, crop_pct=crop_pct)
+    # exports of before 2026-12-03 record no statistics: they were trained with ImageNet's
+    mean = json.loads(metadata.get("mean", json.dumps(IMAGENET_DEFAULT_MEAN)))
+    std = json.loads(metadata.get("std", json.dumps(IMAGENET_DEFAULT_STD)))
+    transform = build_classification_transform(False, img_size, crop_pct=crop_pct, mean=mean, std=std)
     val = ImageNetFolder(data_url, split, transform, classes=json.loads(metadata["classes"]))
     loader = _eval_loader(val, batch_size, runtime, num_workers)
     results: dict[str, dict[str, float]] = {}

@@ -5,31 +5,72 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+
 from itpn.config import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, ConfigValueError, DataclassConfig, Range
 from itpn.models.acceleration import get_variant
-from itpn.records import model_size
+from itpn.records import model_family, model_size
 
-# Fast-iTPN ImageNet-1K fine-tuning (the released fast_itpn/README.md; official-code-facts 5.2).
-# batch_size is per GPU and accum_steps the update frequency: T/S ran 16 GPUs, B and L 32 GPUs.
+from .optim import LAYER_DECAY_RULES
+
+# Each recipe: settings per model size (a row of SIZE_FIELDS), and settings shared by its sizes. batch_size is per
+# GPU and accum_steps the update frequency of the released command; lr is absolute (a released blr is multiplied
+# out for the batch given).
+SIZE_FIELDS = ("lr", "epochs", "warmup_epochs", "layer_decay", "drop_path", "batch_size", "accum_steps", "img_size")
 RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": dict(lr=1e-4, epochs=100, warmup_epochs=5, layer_decay=0.80, drop_path=0.1, batch_size=64,
-                 accum_steps=1, img_size=224),
-    "small": dict(lr=1e-4, epochs=100, warmup_epochs=5, layer_decay=0.90, drop_path=0.1, batch_size=64,
-                  accum_steps=1, img_size=224),
-    "base": dict(lr=1e-4, epochs=20, warmup_epochs=3, layer_decay=0.90, drop_path=0.1, batch_size=32,
-                 accum_steps=1, img_size=224),
-    "large": dict(lr=5e-5, epochs=20, warmup_epochs=3, layer_decay=0.95, drop_path=0.2, batch_size=4,
-                  accum_steps=4, img_size=640),
+    # Fast-iTPN ImageNet-1K fine-tuning: fast_itpn/README.md (its commands pass --imagenet_default_mean_and_std)
+    # and run_class_finetuning.py (--use_mean_pooling by default: the tokens are averaged, then normalised by
+    # fc_norm); official-code-facts 5.2. T/S ran 16 GPUs, B and L 32 GPUs. Paper 5.2 agrees.
+    "fast_itpn": dict(
+        sizes={"tiny": (1e-4, 100, 5, 0.80, 0.1, 64, 1, 224), "small": (1e-4, 100, 5, 0.90, 0.1, 64, 1, 224),
+               "base": (1e-4, 20, 3, 0.90, 0.1, 32, 1, 224), "large": (5e-5, 20, 3, 0.95, 0.2, 4, 4, 640)},
+        layer_decay_rule="fast_itpn", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+        model_kwargs={"final_norm": "post_pool"}),
+    # iTPN as paper section 5.2 gives it: 100 / 50 epochs (B / L), lr 5e-4 / 1e-3, weight decay 0.05, batch 1024
+    # (32 per GPU on 32 GPUs), 5 warm-up epochs, layer decay 0.65 / 0.70. Where 5.2 is silent the released pixel
+    # fine-tuning fills in (ours to choose): drop path 0.15 / 0.2 (itpn_pixel/FINETUNE.md), ImageNet mean/std
+    # (itpn_pixel/util/datasets.py), and the released iTPN layer numbering (itpn.finetune.optim, rule "itpn").
+    "itpn": dict(
+        sizes={"base": (5e-4, 100, 5, 0.65, 0.15, 32, 1, 224), "large": (1e-3, 50, 5, 0.70, 0.2, 32, 1, 224)},
+        layer_decay_rule="itpn", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, model_kwargs={}),
+    # The released fine-tuning of iTPN pre-trained with CLIP: itpn_clip/README.md ("Fine-tune iTPN-B / iTPN-L/16":
+    # 64 GPUs x 32 / 16, lr 5e-4 / 2e-4, 100 / 50 epochs, 20 / 5 warm-up, layer decay 0.60 / 0.55, drop path
+    # 0.1 / 0.25) and run_itpn_finetuning.py: LayerScale 0.1 on every block, the stem's included
+    # (--layer_scale_init_value 0.1, the "Correction" line), Inception mean/std 0.5 (datasets.py).
+    "itpn_clip": dict(
+        sizes={"base": (5e-4, 100, 20, 0.60, 0.1, 32, 1, 224), "large": (2e-4, 50, 5, 0.55, 0.25, 16, 1, 224)},
+        layer_decay_rule="itpn", mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD,
+        model_kwargs={"init_values": 0.1, "stem_init_values": 0.1}),
+    # The released fine-tuning of iTPN pre-trained on pixels: itpn_pixel/FINETUNE.md (32 GPUs x 32, blr 4e-4 / 1e-3,
+    # so lr = blr x 1024 / 256 = 1.6e-3 / 4e-3; 100 / 50 epochs, 5 warm-up, layer decay 0.60 / 0.55, drop path
+    # 0.15 / 0.2) with main_finetune.py's ImageNet mean/std.
+    "itpn_pixel": dict(
+        sizes={"base": (1.6e-3, 100, 5, 0.60, 0.15, 32, 1, 224), "large": (4e-3, 50, 5, 0.55, 0.2, 32, 1, 224)},
+        layer_decay_rule="itpn", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, model_kwargs={}),
 }
+# The recipe a model family fine-tunes with unless ``recipe`` names another: Fast-iTPN's own, and paper 5.2's for
+# iTPN and its backbone HiViT.
+FAMILY_RECIPES = {"fast_itpn": "fast_itpn", "itpn": "itpn", "hivit": "itpn"}
+
+
+def default_recipe(model: str) -> str:
+    """The recipe of ``model``'s family (``FAMILY_RECIPES``); ``ValueError`` naming the families otherwise."""
+    family = model_family(model)
+    if family not in FAMILY_RECIPES:
+        raise ValueError(f"no fine-tuning recipe for model {model!r}: its family {family!r} is none of "
+                         f"{tuple(FAMILY_RECIPES)}; set recipe to one of {tuple(RECIPES)}")
+    return FAMILY_RECIPES[family]
 
 
 @dataclass
 class ClassificationConfig(DataclassConfig):
-    """An ImageNet-style fine-tune. Fields left ``None`` take the paper's value for the model's size
-    (``RECIPES``); the rest are the recipe shared by all sizes: AdamW (weight decay 0.05), warm-up then
-    cosine to ``min_lr``, mixup 0.8 / cutmix 1.0, RandAugment ``rand-m9-mstd0.5-inc1``, random erasing
-    0.25, label smoothing 0.1, model EMA 0.9999 used for evaluation."""
+    """An ImageNet-style fine-tune. Fields left ``None`` take the value ``recipe`` gives the model's size
+    (``RECIPES``; by default the recipe of the model's family, ``FAMILY_RECIPES``); ``model_kwargs`` go over
+    the recipe's. The rest are shared by all recipes: AdamW (weight decay 0.05), warm-up then cosine to
+    ``min_lr``, mixup 0.8 / cutmix 1.0, RandAugment ``rand-m9-mstd0.5-inc1``, random erasing 0.25, label
+    smoothing 0.1, model EMA 0.9999 used for evaluation."""
 
+    recipe: Optional[str] = None  # a key of RECIPES; None: the model family's (FAMILY_RECIPES)
     # model
     model: str = "fast_itpn_base_patch16_224"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
@@ -57,6 +98,7 @@ class ClassificationConfig(DataclassConfig):
     warmup_lr: float = 1e-6
     weight_decay: float = 0.05
     layer_decay: Optional[float] = None
+    layer_decay_rule: Optional[str] = None  # how layers are numbered: "fast_itpn" or "itpn" (itpn.finetune.optim)
     drop_path: Optional[float] = None
     clip_grad: Optional[float] = None
     amp_dtype: str = "bf16"  # autocast dtype on CUDA ("bf16" or "fp32"); CPU runs in fp32
@@ -69,6 +111,8 @@ class ClassificationConfig(DataclassConfig):
     auto_augment: Optional[str] = "rand-m9-mstd0.5-inc1"
     color_jitter: float = 0.4
     reprob: float = 0.25
+    mean: Optional[tuple[float, float, float]] = None  # input normalisation (the recipe's when None)
+    std: Optional[tuple[float, float, float]] = None
     model_ema: bool = True
     model_ema_decay: float = 0.9999
     model_ema_eval: bool = True
@@ -98,11 +142,27 @@ class ClassificationConfig(DataclassConfig):
 
     def __post_init__(self) -> None:
         size = model_size(self.model)
-        if size not in RECIPES:
-            raise ValueError(f"cannot tell the size of model {self.model!r}: its name names none of {tuple(RECIPES)}")
-        for name, value in RECIPES[size].items():
+        if not size:
+            raise ValueError(f"cannot tell the size of model {self.model!r}: its name names none of "
+                             f"{sorted({size for recipe in RECIPES.values() for size in recipe['sizes']})}")
+        if self.recipe is None:
+            self.recipe = default_recipe(self.model)
+        if self.recipe not in RECIPES:
+            raise ConfigValueError("recipe", self.recipe, f"one of {', '.join(RECIPES)}")
+        recipe = RECIPES[self.recipe]
+        if size not in recipe["sizes"]:
+            raise ValueError(f"recipe {self.recipe!r} has no settings for {size} models ({self.model}); it covers "
+                             f"{', '.join(recipe['sizes'])}: choose another recipe or model")
+        shared = {key: value for key, value in recipe.items() if key not in ("sizes", "model_kwargs")}
+        for name, value in {**dict(zip(SIZE_FIELDS, recipe["sizes"][size])), **shared}.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        self.model_kwargs = {**recipe["model_kwargs"], **self.model_kwargs}
+        self.mean, self.std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
+        if len(self.mean) != len(self.std) or min(self.std) <= 0:
+            raise ConfigValueError("std", list(self.std), f"one positive value per channel of mean {list(self.mean)}")
+        if self.layer_decay_rule not in LAYER_DECAY_RULES:
+            raise ConfigValueError("layer_decay_rule", self.layer_decay_rule, f"one of {LAYER_DECAY_RULES}")
         if self.amp_dtype not in ("bf16", "fp32"):
             raise ConfigValueError("amp_dtype", self.amp_dtype, "'bf16' or 'fp32'")
         self.check_ranges()
@@ -120,4 +180,6 @@ class ClassificationConfig(DataclassConfig):
         return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["mean"], values["std"] = list(self.mean), list(self.std)
+        return values

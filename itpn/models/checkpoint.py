@@ -29,6 +29,10 @@ CLASSIFIER = re.compile(r"^(head|fc_norm|norm)\.")
 # Parameters initialised to a no-op (zero bias tables; the zero-initialised parameters of token
 # gathering, see itpn.models.acceleration), so a checkpoint trained without them loads.
 NEUTRAL_WHEN_NEW = re.compile(r"relative_position_bias_table$|^acceleration\.")
+# LayerScale gammas (ls1: attention, ls2 / ls: MLP), and the layer each scales: a checkpoint's gamma folds into
+# that layer's weight and bias when the model has no LayerScale (gamma * (W x + b) = (gamma W) x + gamma b).
+LAYER_SCALE = re.compile(r"^(.+)\.(ls1|ls2|ls)\.gamma$")
+LAYER_SCALED = {"ls1": "attn.proj", "ls2": "mlp.fc2", "ls": "mlp.fc2"}
 ACCELERATION = "acceleration."
 PYRAMID_KEYS = ("align_dim_16tofpn", "split_16to8", "align_dim_16to8", "block_16to8", "split_8to4",
                 "align_dim_8to4", "block_8to4", "fpn_modules")
@@ -169,7 +173,7 @@ def _stem_index(index: int, depths: tuple[int, int, int]) -> tuple[str, int]:
 
 
 def _convert_stem_block(rest: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
-    rest = rest.replace("norm2.", "norm.").replace("mlp.ffn_ln.", "mlp.norm.")
+    rest = rest.replace("norm2.", "norm.").replace("mlp.ffn_ln.", "mlp.norm.").replace("gamma_2", "ls.gamma")
     if value.dim() == 4:  # 1x1 convolution -> Linear
         value = value.flatten(1)
     return rest, value
@@ -315,6 +319,26 @@ def load_checkpoint(model: nn.Module, path_or_url: str, strict: bool = True,
                                    source_grid=source_grid, skip=skip)
 
 
+def _fold_layer_scale(state_dict: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                      report: LoadReport) -> dict[str, torch.Tensor]:
+    """The checkpoint's LayerScale gammas the model lacks, multiplied into the layer they scale
+    (``LAYER_SCALED``): the loaded model computes what the checkpoint's did."""
+    folded = dict(state_dict)
+    for key, gamma in state_dict.items():
+        match = LAYER_SCALE.match(key)
+        if not match or key in target:
+            continue
+        layer = f"{match.group(1)}.{LAYER_SCALED[match.group(2)]}"
+        if f"{layer}.weight" not in folded:
+            continue  # reported as a key the model does not have
+        del folded[key]
+        folded[f"{layer}.weight"] = folded[f"{layer}.weight"] * gamma[:, None]
+        if f"{layer}.bias" in folded:
+            folded[f"{layer}.bias"] = folded[f"{layer}.bias"] * gamma
+        report.dropped[key] = "LayerScale the model has none of, folded into the layer it scales"
+    return folded
+
+
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, strict: bool = True,
                             allow_missing: Iterable[str] = (), source_grid: str | Iterable[int] | None = None,
                             skip: Iterable[str] = ()) -> LoadReport:
@@ -324,6 +348,7 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
         state_dict = convert_official(state_dict, model.depths)
     report = LoadReport(source=source)
     target = model.state_dict()
+    state_dict = _fold_layer_scale(state_dict, target, report)
     has_pyramid = getattr(model, "pyramid", None) is not None
     to_load: dict[str, torch.Tensor] = {}
     unexpected, mismatched = [], []
@@ -361,24 +386,21 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
             to_load[key] = value
     allowed = tuple(allow_missing) + skipped
     missing = [k for k in target if k not in to_load]
+    # A model with LayerScale keeps its initial gammas where the checkpoint has none, as the released
+    # run_itpn_finetuning.py does (LayerScale 0.1 added by its "Correction" line, weights loaded non-strictly).
     not_allowed = [k for k in missing if k not in mismatched
-                   and not (CLASSIFIER.match(k) or NEUTRAL_WHEN_NEW.search(k) or k.startswith(allowed))]
+                   and not (CLASSIFIER.match(k) or NEUTRAL_WHEN_NEW.search(k) or LAYER_SCALE.match(k)
+                            or k.startswith(allowed))]
     problems = []
     if mismatched:
         problems.append("shape mismatches:\n    " + "\n    ".join(
             f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(target[key].shape)}"
             + _mismatch_hint(key, state_dict[key].shape, target[key].shape) for key in mismatched))
     if unexpected:
-        hint = ""
-        if any(re.search(r"\.ls[12]\.gamma$", k) for k in unexpected):
-            hint = (" (the checkpoint has LayerScale gamma_1/gamma_2 and the model none: build the model with "
-                    "LayerScale, init_values > 0, e.g. the Fast-iTPN default 0.1)")
-        problems.append(f"keys the model does not have: {_abbreviate(unexpected, 10)}{hint}")
+        problems.append(f"keys the model does not have: {_abbreviate(unexpected, 10)}")
     if not_allowed and strict:
         hint = ""
-        if any(".ls1.gamma" in k for k in not_allowed):
-            hint = " (the checkpoint has no LayerScale gamma_1/gamma_2: build the model with init_values=0)"
-        elif any(k.startswith("pyramid.") for k in not_allowed):
+        if any(k.startswith("pyramid.") for k in not_allowed):
             hint = (" (the checkpoint has no feature pyramid: pass allow_missing=('pyramid.',) to start it from "
                     "scratch; ITPNBackbone: load_pyramid=False)")
         problems.append(f"model keys missing from the checkpoint: {_abbreviate(not_allowed, 10)}{hint}")

@@ -4,6 +4,8 @@ HiViT (Zhang et al., 2022) is the backbone of iTPN and Fast-iTPN; this class car
 iTPN adds the feature pyramid (``pyramid=True``), Fast-iTPN also switches the stem to ConvMLP
 blocks and conv merges (``conv_stem=True``) and stage 3 to SwiGLU with sub-LN and LayerScale.
 The released iTPN/Fast-iTPN factories live in ``itpn.py`` / ``fast_itpn.py``.
+``init_values`` puts LayerScale in every stage-3 block, ``stem_init_values`` in every stem block (the
+released iTPN-CLIP scripts pass ``--layer_scale_init_value 0.1`` to both; Fast-iTPN's stem has none).
 ``cmlp=False`` is the paper's Table 9 ablation (rows marked *): a 3x3 depthwise convolution in every
 stem and pyramid block instead of the channel-only C-MLP (``layers.ConvMixMlp``).
 """
@@ -84,6 +86,7 @@ class HiViT(nn.Module):
         swiglu: bool = False,
         sub_ln: bool = False,
         init_values: Optional[float] = None,
+        stem_init_values: Optional[float] = None,
         rpe: bool = False,
         final_norm: str = "post_pool",
         global_pool: str = "avg",
@@ -126,7 +129,7 @@ class HiViT(nn.Module):
         merge_cls = ConvPatchMerge if conv_stem else PatchMerge
         self.stages = nn.ModuleList([
             MlpStage([MlpBlock(dim, stem_mlp_ratio, norm_layer, next(drop_path), sub_ln=conv_stem and sub_ln,
-                               conv=not cmlp)
+                               conv=not cmlp, init_values=stem_init_values)
                       for _ in range(depth)], merge_cls(dim, norm_layer))
             for dim, depth in zip(dims[:2], depths[:2])
         ])
@@ -170,10 +173,19 @@ class HiViT(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's layer grouping, as the released Fast-iTPN fine-tuning numbers layers
+        (``fast_itpn/run_class_finetuning.py`` with ``optim_factory.get_num_layer_for_vit``): the patch
+        and position embeddings are layer 0, then every stem block, every merge and every stage-3
+        block is a layer of its own in the order the released flat ``blocks`` list holds them
+        (``get_num_layers() = len(blocks)`` counts the merges), and everything after the blocks (norm,
+        head, the pyramid) is the top layer. ``timm.optim.param_groups_layer_decay`` then scales layer
+        ``i`` of ``L + 2`` by ``decay ** (L + 1 - i)``, the released rule. The iTPN fine-tuning scripts
+        number layers differently (``itpn.finetune.optim``). The merge's suffix only has to sort after
+        any block index of its stage and differ from timm's ``MATCH_PREV_GROUP`` (99999)."""
         return dict(
             stem=r"^pos_embed|^patch_embed",
-            stages=[(r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^stages\.(\d+)\.merge", (99999,))],
-            blocks=r"^blocks\.(\d+)" if coarse else [(r"^blocks\.(\d+)", None), (r"^norm|^fc_norm", (99999,))],
+            stages=[(r"^stages\.(\d+)\.blocks\.(\d+)", None), (r"^stages\.(\d+)\.merge", (99998,))],
+            blocks=r"^blocks\.(\d+)",
         )
 
     @torch.jit.ignore
@@ -244,6 +256,12 @@ class HiViT(nn.Module):
         layout = UnitLayout((x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE), ids_keep)
         if ids_keep is not None:
             units = gather_units(units, ids_keep)
+        return self.forward_stages(units, layout)
+
+    def forward_stages(self, units: torch.Tensor, layout: UnitLayout
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both MLP stages on embedded units ``(B, L, 4, 4, C/4)`` placed by ``layout``: stage-1 and stage-2
+        units and the stage-3 input tokens ``(B, L, C)``."""
         stage_outputs = []
         for stage in self.stages:
             for block in stage.blocks:

@@ -118,15 +118,17 @@ class MlpBlock(nn.Module):
 
     ``sub_ln`` adds the LayerNorm on the hidden features that Fast-iTPN's ConvMLP uses. ``conv``
     swaps the channel MLP for ``ConvMixMlp`` (Table 9's convolutional ablation); its forward then
-    needs the ``UnitLayout`` of ``x``.
+    needs the ``UnitLayout`` of ``x``. ``init_values`` scales the MLP's output by LayerScale
+    (``gamma_2`` of the released iTPN-CLIP stem blocks, ``itpn_clip/modeling_pretrain.py``).
     """
 
     def __init__(self, dim: int, mlp_ratio: float, norm_layer: type[nn.Module], drop_path: float = 0.0,
-                 sub_ln: bool = False, conv: bool = False):
+                 sub_ln: bool = False, conv: bool = False, init_values: Optional[float] = None):
         super().__init__()
         self.norm = norm_layer(dim)
         hidden, sub_norm = int(dim * mlp_ratio), norm_layer if sub_ln else None
         self.mlp = ConvMixMlp(dim, hidden, sub_norm) if conv else Mlp(dim, hidden, norm_layer=sub_norm)
+        self.ls = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, layout: Optional[UnitLayout] = None) -> torch.Tensor:
@@ -134,8 +136,8 @@ class MlpBlock(nn.Module):
             if layout is None:
                 raise ValueError("a convolutional block (cmlp=False) needs the UnitLayout of its input: where the "
                                  "units sit on the image's grid")
-            return x + self.drop_path(self.mlp(self.norm(x), layout))
-        return x + self.drop_path(self.mlp(self.norm(x)))
+            return x + self.drop_path(self.ls(self.mlp(self.norm(x), layout)))
+        return x + self.drop_path(self.ls(self.mlp(self.norm(x))))
 
 
 def _merge_quads(x: torch.Tensor) -> torch.Tensor:

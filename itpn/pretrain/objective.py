@@ -21,27 +21,35 @@ Fast-iTPN with CLIP-L (paper section 5.1).
 
 Choices made here (the paper is silent or ambiguous; the released code has no MFM):
 
+* **Position embedding of a masked image.** The released pixel model (``models_itpn.py``,
+  ``interpolate_pos_encoding``) compares the number of *visible* tokens with the grid, so every masked
+  forward bicubically resamples the position embedding at scale (Hp + 0.1) / Hp before gathering the
+  visible positions; here the embedding is gathered as it is (a 3e-5 relative change of the tiny
+  fixture's loss; ``tests/pretrain/test_pretrain_recipes.py`` compares without the resampling).
+
 * **Where the EMA-teacher MFM targets are taken** (``mfm_targets``). Section 3.3 feeds the EMA
   teacher "only the masked patches (x ⊙ M, not the entire image)", where section 3.2 defines
   ``x ⊙ M`` as the student's masked input, whose backbone outputs "do not contain the tokens with
   indices in M"; the same section names the term *masked* feature modeling ("the goal is to
   recover the masked features"). Both readings are here:
 
-  - ``masked`` (default): the teacher backbone runs on the masked units and ``x^s`` is its stage
-    feature there; the student has no feature at a masked unit before the decoder fills it, so ``h^s``
-    maps the decoder's output token of that unit to the ``k x k`` sub-tokens of level s (ours;
+  - ``masked`` (ours, ``PretrainConfig``'s plain default): the teacher backbone runs on the masked
+    units and ``x^s`` is its stage feature there; the student has no feature at a masked unit before
+    the decoder fills it, so ``h^s`` maps the decoder's output token of that unit to the ``k x k``
+    sub-tokens of level s (ours;
     the released framework figure shows one decoder shared by all levels). Not trivial (MFM
     terms 0.45-0.55 after training).
-  - ``visible`` (section 3.2's ``x ⊙ M`` read as the student's masked input, i.e. its visible
-    units): the teacher sees the student's visible units and ``x^s`` is its last feature of stage
-    s there (stage-3 tokens for stride 16, stage-2 units for 8, stage-1 units for 4; section 3.4);
-    ``h^s`` is a per-token linear map of ``V^s``, as section 3.4 says. The target is nearly a copy
-    of what the student has: a least-squares map from the student's own stage feature reaches a
-    lower MSE (0.001-0.004) than the trained heads (0.03-0.06, against 1.0 for predicting zero),
-    since the stride-8/4 levels hold a linear lateral of the student's own stage-1/2 features and
-    the EMA teacher nearly repeats them.
+  - ``visible`` (the paper's, and the ``itpn_pixel`` recipe's: section 3.2's ``x ⊙ M`` is the
+    student's masked input, i.e. its visible units): the teacher sees the student's visible units
+    and ``x^s`` is its last feature of stage s there (stage-3 tokens for stride 16, stage-2 units
+    for 8, stage-1 units for 4; section 3.4); ``h^s`` is a per-token linear map of ``V^s``, as
+    section 3.4 says. The target is nearly a copy of what the student has: a least-squares map from
+    the student's own stage feature reaches a lower MSE (0.001-0.004) than the trained heads
+    (0.03-0.06, against 1.0 for predicting zero), since the stride-8/4 levels hold a linear lateral
+    of the student's own stage-1/2 features and the EMA teacher nearly repeats them.
 
-  ``masked`` is the default because the visible target undoes what MIM learns. Measured on the
+  ``masked`` is the plain default because the visible target undid what MIM learns at demo scale (the
+  paper's own MFM gain, under a point in Table 9, cannot show there). Measured on the
   generated data (Fast-iTPN-T, depths 1-1-4, 64 px; 1,000 updates of batch 16 at lr 2e-4 on 1,000
   unlabelled images; fine-tuned 30 epochs on 5 labelled images per class, 200 validation images;
   two pre-training seeds x three fine-tuning seeds): top-1 without pre-training 47.5 % (mean),
@@ -67,18 +75,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import build_sincos2d_pos_embed, trunc_normal_
+from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block as DecoderBlock
 from torch import nn
 
 from itpn.models import HiViT
 from itpn.models.hivit import PATCH_SIZE
-from itpn.models.layers import UnitLayout, gather_units
+from itpn.models.layers import ConvPatchMerge, UnitLayout, gather_units
 
 from .masking import Mask
 
@@ -122,7 +131,25 @@ def standardize(features: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(features.float(), features.shape[-1:])
 
 
-def level_projections(fpn_dim: int, dim: int, eps: float = 1e-5,
+def mae_sincos_pos_embed(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """``(H*W, dim)`` fixed 2-D sin-cos positions laid out as MAE's ``get_2d_sincos_pos_embed``
+    (``itpn_pixel/util/pos_embed.py``): the first half encodes the column, the second the row, each as
+    ``[sin(p * w_k), cos(p * w_k)]`` with ``w_k = 10000 ** (-k / (dim / 4))``; computed in float64 as
+    there. (timm's ``build_sincos2d_pos_embed`` interleaves the halves differently.)"""
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
+                                torch.arange(grid[1], dtype=torch.float64), indexing="ij")
+
+    def encode(position: torch.Tensor) -> torch.Tensor:
+        angles = position.reshape(-1, 1) * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()
+
+
+def level_projections(fpn_dim: int, dim: int, eps: float = 1e-6,
                       level_sizes: Sequence[int] = LEVEL_SIZES) -> nn.ModuleList:
     """Per pyramid level (strides 16, 8, 4): LayerNorm + Linear to ``dim / k^2`` per sub-token, so the
     ``k x k`` sub-tokens of a unit flatten to ``dim`` (``decoder_embed`` of the released code).
@@ -153,8 +180,10 @@ class PixelDecoder(nn.Module):
         self.dim = dim
         self.level_proj = level_projections(fpn_dim, dim, level_sizes=level_sizes)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList([DecoderBlock(dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)  # as the released decoder (itpn_base_dec512d8b)
+        self.blocks = nn.ModuleList([DecoderBlock(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+                                     for _ in range(depth)])
+        self.norm = norm_layer(dim)
         self.pred = nn.Linear(dim, patch * patch * in_chans)
         trunc_normal_(self.mask_token, std=0.02)
 
@@ -166,8 +195,7 @@ class PixelDecoder(nn.Module):
         batch, num_units = mask.masked.shape
         tokens = self.mask_token.to(visible.dtype).expand(batch, num_units, -1)
         tokens = tokens.scatter(1, mask.ids_keep[:, :, None].expand(-1, -1, self.dim), visible)
-        pos = build_sincos2d_pos_embed(list(grid), self.dim, device=tokens.device, dtype=tokens.dtype)
-        x = tokens + pos[None]
+        x = tokens + mae_sincos_pos_embed(grid, self.dim).to(tokens)[None]
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
@@ -249,12 +277,13 @@ class IntegralPretrainModel(nn.Module):
 
     An encoder without the pyramid is the paper's "without integral pre-training" ablation (Table 8,
     first row; Figure 7's HiViT curve): MAE on HiViT, the decoder reading the stage-3 tokens alone
-    (``V = U^S``), pixel MIM only."""
+    (``V = U^S``), pixel MIM only. ``sincos_pos_embed`` starts the encoder's position embedding from
+    ``mae_sincos_pos_embed`` (``itpn_pixel/models/models_itpn_mim.py``; it stays trainable there too)."""
 
     def __init__(self, encoder: HiViT, mfm: MfmMode = "stages", *, clip_dim: Optional[int] = None,
                  mfm_weight: float = 0.3, mfm_loss: FeatureLoss = "mse", mfm_targets: MfmTargets = "masked",
                  decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
-                 norm_pix_loss: bool = True):
+                 norm_pix_loss: bool = True, sincos_pos_embed: bool = False):
         super().__init__()
         if encoder.pyramid is None and mfm != "none":
             raise ValueError("an encoder without the feature pyramid (integral=False: HiViT pre-trained alone, as the "
@@ -283,6 +312,9 @@ class IntegralPretrainModel(nn.Module):
         for module in (self.decoder, self.stage_heads, self.clip_head):
             if module is not None:
                 module.apply(_init_head_weights)
+        if sincos_pos_embed:  # the released pixel MIM starts the (trainable) encoder positions from sin-cos
+            with torch.no_grad():
+                encoder.pos_embed.copy_(mae_sincos_pos_embed(encoder.pos_grid, encoder.embed_dim)[None])
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -352,26 +384,40 @@ class ClipDistillModel(nn.Module):
     levels to D, D/4, D/16 per sub-token; ``norm`` + ``lm_head`` map the sum to the CLIP width;
     ``cls_pt_layers`` (two fresh stage-3 blocks, with the drop path of the blocks at
     ``int(0.75 * depth)`` and the next, as ``dpr_cls`` in the released code), ``norm_cls`` and
-    ``lm_cls_head`` form the auxiliary head. LayerNorms use eps 1e-6 as the released model.
+    ``lm_cls_head`` form the auxiliary head. LayerNorms use eps 1e-6 as the released model, but those of
+    ``cls_pt_layers`` PyTorch's 1e-5 (the released ``BlockWithRPE``s there get no ``norm_layer``).
 
     ``loss``: ``smooth_l1`` (iTPN-CLIP) or ``cosine`` (Fast-iTPN, paper section 5.1); ``targets``:
     ``all`` tokens (the released default) or only the ``masked`` ones (the released alternative, left
     commented out in ``iTPNClipDistill.forward``); ``aux_weight`` scales the auxiliary term (1 released).
+
+    ``mask_at``: where masked units become the mask token. ``stage3`` (iTPN-CLIP, ``modeling_pretrain.py``):
+    a (1, 1, D) token replaces the stage-3 input, so the stem and the pyramid's stride-4/8 laterals see every
+    pixel. ``embedding`` (Fast-iTPN, ``fast_itpn/modeling_finetune.py``, ``ConvPatchEmbed.forward`` with
+    ``bool_masked_pos``): a (1, 1, 16 * D/4) token, laid out as ``unfold`` lays out a 4x4 unit, is blended
+    into the patch embedding, so nothing downstream sees a masked unit's pixels. None: ``embedding`` for a
+    convolutional (Fast-iTPN) stem, else ``stage3``.
     """
 
     def __init__(self, encoder: HiViT, clip_dim: int, *, loss: FeatureLoss = "smooth_l1",
-                 targets: Literal["all", "masked"] = "all", aux_weight: float = 1.0):
+                 targets: Literal["all", "masked"] = "all", aux_weight: float = 1.0,
+                 mask_at: Optional[Literal["stage3", "embedding"]] = None):
         super().__init__()
         _require_pyramid(encoder)
         if targets not in ("all", "masked"):
             raise ValueError(f"clip_targets must be 'all' or 'masked', got {targets!r}")
+        if mask_at not in (None, "stage3", "embedding"):
+            raise ValueError(f"mask_at must be 'stage3' or 'embedding', got {mask_at!r}")
         dim = encoder.embed_dim
+        conv_stem = isinstance(encoder.stages[0].merge, ConvPatchMerge)
+        self.mask_at = mask_at or ("embedding" if conv_stem else "stage3")
         self.encoder = encoder
         self.loss_kind = loss
         self.targets = targets
         self.aux_weight = aux_weight
         self.aux_index = aux_block_index(len(encoder.blocks))
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        token_dim = dim if self.mask_at == "stage3" else 16 * (dim // 4)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, token_dim))
         self.decoder_embed = level_projections(encoder.pyramid.fpn_dim, dim, eps=1e-6)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.lm_head = nn.Linear(dim, clip_dim)
@@ -383,6 +429,9 @@ class ClipDistillModel(nn.Module):
         for module in (self.decoder_embed, self.norm, self.lm_head, self.cls_pt_layers, self.norm_cls,
                        self.lm_cls_head):
             module.apply(encoder._init_weights)  # the copied blocks start afresh, as the released model's
+        for module in self.cls_pt_layers.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.eps = 1e-5  # the released cls_pt_layers are built without the model's norm_layer
         trunc_normal_(self.mask_token, std=0.02)
 
     @torch.jit.ignore
@@ -399,9 +448,16 @@ class ClipDistillModel(nn.Module):
         cfg = getattr(encoder, "pretrained_cfg", None) or {}
         normalized = normalize(images, cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD))
         grid = encoder.check_input(normalized)
-        stage1, stage2, tokens = encoder.forward_stem(normalized)  # the whole image
-        masked = mask.masked[:, :, None].to(tokens.dtype)
-        tokens = tokens * (1 - masked) + self.mask_token.to(tokens.dtype) * masked
+        if self.mask_at == "embedding":
+            units = encoder.patch_embed(normalized)
+            channels = units.shape[-1]  # unfold's order: channel-major over the 4x4 sub-tokens
+            token = self.mask_token.to(units.dtype).view(channels, 4, 4).permute(1, 2, 0)
+            masked = mask.masked[:, :, None, None, None].to(units.dtype)
+            stage1, stage2, tokens = encoder.forward_stages(units * (1 - masked) + token * masked, UnitLayout(grid))
+        else:
+            stage1, stage2, tokens = encoder.forward_stem(normalized)  # the whole image
+            masked = mask.masked[:, :, None].to(tokens.dtype)
+            tokens = tokens * (1 - masked) + self.mask_token.to(tokens.dtype) * masked
         x = encoder.pos_drop(tokens + encoder.position_embedding(grid))
         biases = encoder.attention_biases(grid)
         hidden = x

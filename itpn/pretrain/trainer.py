@@ -39,7 +39,7 @@ from itpn.models.checkpoint import grid_metadata
 from itpn.models.hivit import PATCH_SIZE
 
 from .config import EXPORT_NAME, PretrainConfig
-from .data import SkipUnreadable, collate_images, pretrain_transform
+from .data import SkipUnreadable, clip_pretrain_transform, collate_images, pretrain_transform
 from .masking import Mask, MaskGenerator
 from .objective import ClipDistillModel, IntegralPretrainModel
 from .teachers import ClipTeacher, EMATeacher, check_clip_checkpoint
@@ -103,16 +103,25 @@ def build_objective(config: PretrainConfig, clip_dim: Optional[int] = None
         if not clip_dim:
             raise ValueError("teacher='clip' needs clip_dim, the width of the CLIP teacher's output")
         return ClipDistillModel(build_encoder(config), clip_dim, loss=config.feature_loss,
-                                targets=config.clip_targets, aux_weight=config.clip_aux_weight)
+                                targets=config.clip_targets, aux_weight=config.clip_aux_weight,
+                                mask_at=config.clip_mask_at)
     mfm = {"ema": "stages", "clip_visible_distill": "clip_visible", "none": "none"}[config.teacher]
     return IntegralPretrainModel(
         build_encoder(config), mfm, clip_dim=clip_dim, mfm_weight=config.mfm_weight, mfm_loss=config.feature_loss,
         mfm_targets=config.mfm_targets, decoder_dim=config.decoder_dim, decoder_depth=config.decoder_depth,
-        decoder_heads=config.decoder_heads, norm_pix_loss=config.norm_pix_loss)
+        decoder_heads=config.decoder_heads, norm_pix_loss=config.norm_pix_loss,
+        sincos_pos_embed=config.pos_embed_init == "sincos")
 
 
-def build_dataset(config: PretrainConfig, dataset: Optional[Dataset]) -> SkipUnreadable:
-    transform = pretrain_transform(config.img_size, config.min_crop_scale)
+def build_dataset(config: PretrainConfig, dataset: Optional[Dataset], teacher_size: Optional[int] = None
+                  ) -> SkipUnreadable:
+    """The images, augmented; with ``teacher_interpolation`` each sample is a (student view, CLIP teacher view)
+    pair cut from one crop (``clip_pretrain_transform``; ``teacher_size``: the teacher's input side)."""
+    if config.teacher_interpolation is not None:
+        transform = clip_pretrain_transform(config.img_size, teacher_size, config.min_crop_scale, config.color_jitter,
+                                            config.teacher_interpolation)
+    else:
+        transform = pretrain_transform(config.img_size, config.min_crop_scale, config.color_jitter)
     if dataset is None:
         if not config.data_url:
             raise ValueError("no data: pass a dataset to run_pretraining or set data_url to an image folder "
@@ -141,7 +150,12 @@ class Trainer:
             check_clip_checkpoint(config.clip_checkpoint)
         self.runtime = runtime or setup_runtime(config.device)
         device = self.runtime.device
-        self.data = build_dataset(config, dataset)
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        grid = (config.img_size // PATCH_SIZE, config.img_size // PATCH_SIZE)
+        self.clip_teacher = None
+        if config.uses_clip:
+            self.clip_teacher = ClipTeacher(config.clip_model, config.clip_checkpoint, grid).to(device)
+        self.data = build_dataset(config, dataset, self.clip_teacher.input_size[0] if self.clip_teacher else None)
         self.global_batch = config.batch_size * config.accum_steps * self.runtime.world_size
         self.updates_per_epoch = updates_per_epoch(len(self.data), config.batch_size, config.accum_steps,
                                                    self.runtime.world_size, config.data_url or "the data set")
@@ -150,11 +164,6 @@ class Trainer:
             config.warmup_epochs * self.updates_per_epoch)
         self.warmup_steps = min(warmup, self.total_steps - 1)
 
-        torch.manual_seed(config.seed)  # identical initial weights on every rank
-        grid = (config.img_size // PATCH_SIZE, config.img_size // PATCH_SIZE)
-        self.clip_teacher = None
-        if config.uses_clip:
-            self.clip_teacher = ClipTeacher(config.clip_model, config.clip_checkpoint, grid).to(device)
         self.objective = build_objective(config, self.clip_teacher.dim if self.clip_teacher else None).to(device)
         self.ema_teacher = EMATeacher(self.objective.encoder, config.ema_momentum, config.mfm_targets).to(device) \
             if config.teacher == "ema" else None
@@ -219,9 +228,11 @@ class Trainer:
         with self.autocast():
             return teacher(images, mask)
 
-    def forward_backward(self, images: torch.Tensor, mask: Mask, sync: bool = True) -> dict[str, torch.Tensor]:
-        """Loss terms of one micro-batch; the backward pass of ``loss / accum_steps`` is done."""
-        targets = self.teacher_targets(images, mask)
+    def forward_backward(self, images: torch.Tensor, mask: Mask, sync: bool = True,
+                         teacher_images: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """Loss terms of one micro-batch; the backward pass of ``loss / accum_steps`` is done. The teacher
+        sees ``teacher_images`` (its own view of the same crops) when given, else ``images``."""
+        targets = self.teacher_targets(images if teacher_images is None else teacher_images, mask)
         with self.gradient_sync(sync):
             with self.autocast():
                 losses = self.model(images, mask, targets)
@@ -363,10 +374,14 @@ class Trainer:
             for micro in range(config.accum_steps):
                 images, unreadable = next(batches)
                 skipped += unreadable
+                teacher_images = None
+                if isinstance(images, tuple):  # (student view, teacher view)
+                    images, teacher_images = (view.to(runtime.device, non_blocking=True) for view in images)
                 images = images.to(runtime.device, non_blocking=True)
                 torch.manual_seed(step_seed(config.seed, self.step, micro, runtime.rank))  # drop path
                 mask = self.masks.per_sample(self.mask_seeds(epoch, update, micro)).to(runtime.device)
-                losses = self.forward_backward(images, mask, sync=micro == config.accum_steps - 1)
+                losses = self.forward_backward(images, mask, sync=micro == config.accum_steps - 1,
+                                               teacher_images=teacher_images)
                 for name, value in losses.items():
                     totals[name] = totals.get(name, 0.0) + value.float() / config.accum_steps
             reduced = self._reduce(totals, skipped)

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, Select, func, select
 
-from itpn.records import MAIN_METRICS, model_size
+from itpn.records import MAIN_METRICS, model_family, model_size
 from services import settings
 from services.store.engine import (
     StoreNotInitialisedError,
@@ -30,12 +30,6 @@ from services.store.models import Artifact, Benchmark, Experiment, Metric, Run, 
 BASELINE = "baseline"
 _SPEED_KEY = ["model", "resolution", "batch_size", "device", "dtype"]
 _TIMESTAMPS = ("created_at", "started_at", "finished_at", "recorded_at")
-
-
-def model_family(model: str) -> str:
-    """The name up to the size word (``fast_itpn_base_patch16_224`` -> ``fast_itpn``)."""
-    size = model_size(model)
-    return model.split(f"_{size}")[0] if size else model
 
 
 def pareto_front(points: pd.DataFrame, x: str = "speedup", y: str = "accuracy") -> pd.DataFrame:

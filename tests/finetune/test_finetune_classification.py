@@ -155,7 +155,7 @@ def test_pretraining_export_initialises_the_backbone(imagenet_dir, tmp_path, tin
     export = load_file(tiny_export)
     state = model.state_dict()
     from_export = [key for key in state if key in export]
-    assert set(state) - set(from_export) == {"head.weight", "head.bias", "norm.weight", "norm.bias"}
+    assert set(state) - set(from_export) == {"head.weight", "head.bias", "fc_norm.weight", "fc_norm.bias"}
     # the export's 14x14 position embedding is resampled to the 2x2 grid of 32 px images
     assert export["pos_embed"].shape[1] == 196 and state["pos_embed"].shape[1] == 4
     assert all(torch.equal(state[key], export[key]) for key in from_export if key != "pos_embed")

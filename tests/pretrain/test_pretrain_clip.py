@@ -4,6 +4,7 @@ teacher's activation checks."""
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from itpn.pretrain import ClipTeacher, MaskGenerator, PretrainConfig, RECIPES, Trainer, run_pretraining
 from itpn.pretrain.teachers import check_clip_activation
+from itpn.models.layers import map_to_units
 from itpn.pretrain.trainer import build_objective
 
 TINY_CLIP = {
@@ -111,7 +113,8 @@ def test_clip_mode_equals_the_released_itpn_clip_loss(tiny_config, tiny_clip, tm
     config_path, checkpoint = tiny_clip
     # five stage-3 blocks: the auxiliary head reads block int(0.75 * 5) = 3, not the last one
     config = tiny_config(tmp_path, teacher="clip", clip_model=config_path, clip_checkpoint=checkpoint,
-                         mfm_loss=loss_kind, clip_targets=targets, model_kwargs={"depths": [1, 1, 5], "embed_dim": 64, "num_heads": 2, "fpn_dim": 32})
+                         mfm_loss=loss_kind, clip_targets=targets, clip_mask_at="stage3",
+                         model_kwargs={"depths": [1, 1, 5], "embed_dim": 64, "num_heads": 2, "fpn_dim": 32})
     teacher = ClipTeacher(config_path, checkpoint, (2, 2))
     objective = build_objective(config, clip_dim=teacher.dim)
     assert objective.aux_index == 3
@@ -132,10 +135,16 @@ def test_clip_mode_equals_the_released_itpn_clip_loss(tiny_config, tiny_clip, tm
     assert objective.mask_token.grad.abs().sum() > 0 and objective.cls_pt_layers[1].attn.qkv.weight.grad is not None
 
 
-def test_clip_mode_stage3_sees_the_mask_token_and_the_stem_the_whole_image(tiny_config, tiny_clip, tmp_path):
+@pytest.mark.parametrize("mask_at", ["stage3", "embedding"])
+def test_where_the_clip_mode_masks_decides_what_sees_a_masked_units_pixels(tiny_config, tiny_clip, tmp_path,
+                                                                         mask_at):
+    """stage3 (released iTPN-CLIP): stage 3 sees the mask token, the stem and the pyramid's laterals the whole
+    image. embedding (released Fast-iTPN, the default for its convolutional stem): nothing sees the pixels."""
     config_path, checkpoint = tiny_clip
-    config = tiny_config(tmp_path, teacher="clip", clip_model=config_path, clip_checkpoint=checkpoint)
+    config = tiny_config(tmp_path, teacher="clip", clip_model=config_path, clip_checkpoint=checkpoint,
+                         clip_mask_at=None if mask_at == "embedding" else mask_at)
     objective = build_objective(config, clip_dim=24).eval()
+    assert objective.mask_at == mask_at and objective.mask_token.shape[-1] == (64 if mask_at == "stage3" else 256)
     mask = MaskGenerator((2, 2), 0.5)(1, torch.Generator().manual_seed(3))
     images = torch.rand(1, 3, 32, 32)
     changed = images.clone()
@@ -145,13 +154,40 @@ def test_clip_mode_stage3_sees_the_mask_token_and_the_stem_the_whole_image(tiny_
         head, aux = objective.forward_features(images, mask)
         head_changed, aux_changed = objective.forward_features(changed, mask)
     torch.testing.assert_close(aux, aux_changed)  # stage 3 saw the mask token, not the unit's pixels
-    assert not torch.allclose(head, head_changed)  # the stride-4/8 laterals come from the whole image (released)
+    if mask_at == "stage3":
+        assert not torch.allclose(head, head_changed)  # the stride-4/8 laterals come from the whole image
+    else:
+        torch.testing.assert_close(head, head_changed)
+
+
+def test_embedding_mask_token_is_laid_out_as_the_released_unfold(tiny_config, tiny_clip, tmp_path):
+    """fast_itpn/modeling_finetune.py ConvPatchEmbed: unfold(4, 4) of the stride-4 map, x * (1 - w) + token * w,
+    fold back; the stem then runs on that map."""
+    config_path, checkpoint = tiny_clip
+    objective = build_objective(tiny_config(tmp_path, teacher="clip", clip_model=config_path,
+                                            clip_checkpoint=checkpoint), clip_dim=24).eval()
+    objective.mask_token.data.normal_()
+    mask = MaskGenerator((2, 2), 0.5)(1, torch.Generator().manual_seed(3))
+    encoder = objective.encoder
+    seen = {}
+    encoder.stages[0].blocks[0].register_forward_pre_hook(lambda module, args: seen.setdefault("units", args[0]))
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        objective.forward_features(images, mask)
+        cfg = encoder.pretrained_cfg
+        x = encoder.patch_embed.proj((images - torch.tensor(cfg["mean"]).view(1, 3, 1, 1))
+                                     / torch.tensor(cfg["std"]).view(1, 3, 1, 1))
+        columns = F.unfold(x, kernel_size=4, stride=4).transpose(1, 2)
+        w = mask.masked[:, :, None].float()
+        blended = F.fold((columns * (1 - w) + objective.mask_token * w).transpose(1, 2), output_size=(8, 8),
+                         kernel_size=4, stride=4)
+    torch.testing.assert_close(seen["units"], map_to_units(blended, 4))
 
 
 def test_clip_pretraining_learns_the_clip_targets(tiny_config, tiny_clip, smooth_images, tensor_dataset, tmp_path):
     config_path, checkpoint = tiny_clip
     config = tiny_config(tmp_path / "run", teacher="clip", clip_model=config_path, clip_checkpoint=checkpoint,
-                         mfm_loss="cosine", total_steps=25, warmup_steps=2, lr=3e-3)
+                         mfm_loss="cosine", total_steps=25, warmup_steps=2, lr=3e-3, clip_mask_at="stage3")
     result = run_pretraining(config, tensor_dataset(smooth_images(4)))
     rows = [json.loads(line) for line in Path(result.metrics_url).read_text().splitlines()]
     assert len(rows) == 25
@@ -221,3 +257,72 @@ def test_missing_clip_checkpoint_fails_before_training_naming_the_path(tiny_conf
     with pytest.raises(FileNotFoundError, match=str(missing)):
         Trainer(config, dataset=None)  # fails before the (absent) data set is even looked at
     assert not (tmp_path / "run").exists()
+
+
+def test_released_clip_data_path_gives_the_teacher_its_own_view_and_varying_masks(tiny_config, tiny_clip, image_folder,
+                                                                                  tmp_path):
+    """The itpn_clip_b16 data settings end to end: jittered crops of scale 0.08-1, the teacher's lanczos view of
+    the same crop at its own input size (16 px here), released block masks of varying size."""
+    config_path, checkpoint = tiny_clip
+    config = tiny_config(tmp_path / "run", teacher="clip", clip_model=config_path, clip_checkpoint=checkpoint,
+                         data_url=str(image_folder), total_steps=2, mask_mode="beit", mask_ratio=0.5,
+                         color_jitter=0.4, min_crop_scale=0.08, teacher_interpolation="lanczos")
+    trainer = Trainer(config)
+    seen = []
+    trainer.clip_teacher.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    result = trainer.fit()
+    assert result.steps_done == 2 and math.isfinite(result.final_loss)
+    assert seen and all(shape[-2:] == (16, 16) for shape in seen)  # no resize of the student's 32 px view
+
+
+def block_grad_norms(norms: dict[str, float]) -> dict[str, float]:
+    """Gradient norm per block (a name up to its block index: ``encoder.blocks.3``, ``cls_pt_layers.0``, ...,
+    else the parameter's module) from the norms of its parameters."""
+    blocks: dict[str, float] = {}
+    for name, norm in norms.items():
+        parts = name.split(".")
+        cut = next((i + 1 for i, part in enumerate(parts) if part.isdigit()), len(parts) - 1)
+        key = ".".join(parts[:cut])
+        blocks[key] = blocks.get(key, 0.0) + norm ** 2
+    return {key: value ** 0.5 for key, value in blocks.items()}
+
+
+RELEASED = json.loads((Path(__file__).parents[1] / "models" / "fixtures" / "released_clip_distill.json").read_text())
+
+
+def test_clip_loss_and_every_gradient_equal_the_released(tmp_path):
+    """Fixture (a): itpn_clip/modeling_pretrain.py with engine_for_pretraining.py's smooth-L1 and
+    clip/create_clip.py's teacher, run with our tiny itpn_clip_b16 model's weights and a tiny random CLIP:
+    the loss within 1e-5 relative, every parameter's gradient norm within 1e-4."""
+    config_file = tmp_path / "tiny-clip-fixture.json"
+    config_file.write_text(json.dumps(RELEASED["teacher"]))
+    open_clip.add_model_config(config_file)
+    torch.manual_seed(RELEASED["seed"])
+    checkpoint = tmp_path / "tiny-clip-fixture.pt"
+    # in half precision's values, as OpenAI's weights (the released clip.load rounds them through fp16)
+    weights = open_clip.create_model("tiny-clip-fixture").state_dict()
+    torch.save({key: value.half().float() for key, value in weights.items()}, checkpoint)
+    config = PretrainConfig.from_recipe("itpn_clip_b16", clip_model=str(config_file), clip_checkpoint=str(checkpoint),
+                                        **RELEASED["settings"])
+    grid = config.img_size // 16
+    teacher = ClipTeacher(config.clip_model, str(checkpoint), (grid, grid))
+    torch.manual_seed(RELEASED["seed"])
+    objective = build_objective(config, clip_dim=teacher.dim)
+    for module, key in ((objective, "weights_abs_sum"), (teacher, "teacher_abs_sum")):
+        assert sum(v.abs().sum().item() for v in module.state_dict().values()) == pytest.approx(
+            RELEASED[key], rel=1e-6), "other weights than the fixture's: rerun tools/released_fixtures.py"
+    mask = MaskGenerator((grid, grid), 0.5)(2, torch.Generator().manual_seed(RELEASED["mask_seed"]))
+    images = torch.rand(2, 3, config.img_size, config.img_size,
+                        generator=torch.Generator().manual_seed(RELEASED["image_seed"]))
+    teacher_images = torch.rand(2, 3, *teacher.input_size,
+                                generator=torch.Generator().manual_seed(RELEASED["teacher_image_seed"]))
+    losses = objective.train()(images, mask, teacher(teacher_images))
+    assert losses["loss"].item() == pytest.approx(RELEASED["loss"], rel=1e-5)
+    losses["loss"].backward()
+    named = dict(objective.named_parameters())
+    assert sorted(named) == sorted(RELEASED["grad_norms"])  # LayerScale on every block, the stem's included
+    ours = block_grad_norms({name: parameter.grad.norm().item() for name, parameter in named.items()})
+    released = block_grad_norms(RELEASED["grad_norms"])
+    assert len(released) > 20
+    for block, norm in released.items():
+        assert ours[block] == pytest.approx(norm, rel=1e-4), block

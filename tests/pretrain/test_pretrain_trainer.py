@@ -156,13 +156,17 @@ def test_named_recipes_cite_the_released_settings_and_yield_to_explicit_keys(tmp
         "clip", "ViT-B-16-quickgelu", "smooth_l1", "all")
     assert (clip.betas, clip.lr, clip.epochs, clip.warmup_epochs, clip.min_lr, clip.clip_grad) == (
         (0.9, 0.98), 1.5e-3, 300, 5, 1e-5, None)
-    assert clip.mask_mode == "block" and round(clip.mask_ratio * 196) == 75
+    assert clip.mask_mode == "beit" and round(clip.mask_ratio * 196) == 75
+    # itpn_clip/README.md --layer_scale_init_value 0.1 (every block, the stem's included), datasets.py's augmentation
+    assert clip.model_kwargs["init_values"] == clip.model_kwargs["stem_init_values"] == 0.1
+    assert (clip.color_jitter, clip.min_crop_scale, clip.teacher_interpolation) == (0.4, 0.08, "lanczos")
     fast = PretrainConfig.from_recipe("fast_itpn_clip_l", clip_checkpoint="/weights/ViT-L-14.pt")
     assert (fast.model, fast.clip_model, fast.feature_loss, fast.epochs) == (
         "fast_itpn_base_patch16_224", "ViT-L-14-quickgelu", "cosine", 1600)
     pixel = PretrainConfig.from_recipe("itpn_pixel", betas=[0.9, 0.95], epochs=400)
-    assert (pixel.teacher, pixel.mfm_targets, pixel.epochs, pixel.blr, pixel.model) == (
-        "ema", "masked", 400, 1.5e-4, "itpn_base_patch16_224")
+    # paper 3.3-3.4: the teacher sees the student's masked input, h^s maps V^s per token; models_itpn_mim.py sin-cos
+    assert (pixel.teacher, pixel.mfm_targets, pixel.pos_embed_init, pixel.epochs, pixel.blr, pixel.model) == (
+        "ema", "visible", "sincos", 400, 1.5e-4, "itpn_base_patch16_224")
     assert PretrainConfig.from_recipe("itpn_clip_b16", clip_checkpoint="x", betas=[0.9, 0.95]).betas == (0.9, 0.95)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"pretrain": {"recipe": "itpn_clip_l14", "clip_checkpoint": "/w.pt", "lr": 1e-4}}))
@@ -198,9 +202,10 @@ def test_clip_recipe_builds_the_released_itpn_clip_b16_model():
     config = PretrainConfig.from_recipe("itpn_clip_b16", clip_checkpoint="/weights/ViT-B-16.pt")
     with torch.device("meta"):  # shapes only
         objective = build_objective(config, clip_dim=512)
-    # the released clip_tpn_base_3324_patch16_224 state dict holds 88,748,928 values, 38,416 of them its
-    # 196 x 196 relative_position_index buffer (shared/reference/official-keys/itpn_clip_base_pretrain.txt)
-    assert sum(p.numel() for p in objective.parameters()) == 88_748_928 - 196 * 196
+    # the released clip_tpn_base_3324_patch16_224 built as the README's command builds it (LayerScale 0.1, CLIP-B
+    # width 512) has 88,738,288 parameters, 27,776 of them gammas (counted on sunsmarterjie/iTPN 638eff4)
+    assert sum(p.numel() for p in objective.parameters()) == 88_738_288
+    assert sum(p.numel() for name, p in objective.named_parameters() if name.endswith(".gamma")) == 27_776
     heads = {key.split(".")[0] for key in objective.state_dict() if not key.startswith("encoder.")}
     assert heads == {"mask_token", "decoder_embed", "norm", "lm_head", "cls_pt_layers", "norm_cls", "lm_cls_head"}
 
