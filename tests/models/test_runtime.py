@@ -1,4 +1,4 @@
-"""Masked forward, attention path, bf16 autocast, torch.compile and activation checkpointing."""
+"""Masked forward, attention path, bf16 autocast and activation checkpointing (torch.compile: test_compile.py)."""
 import pytest
 import timm
 import torch
