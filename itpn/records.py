@@ -3,7 +3,9 @@
 A fine-tune writes ``metrics.json`` (a JSON list of metric rows) and ``curve.jsonl`` (one metric row a
 line); pre-training logs ``metrics.jsonl`` (a step and its values a line, ``read_metrics_jsonl``); the
 acceleration benchmark returns benchmark rows. The flows read these files and hand the rows to the
-results store (``services.store``), which keeps exactly these fields. The module itself uses no torch;
+results store (``services.store``), which keeps exactly these fields. A row of one acceleration variant
+carries the ``TokenLayout`` it ran with (input size, token grid, windows, gathering tokens, migration;
+``itpn.models.layout``), flattened into the layout's keys in its dict and its store columns. The module itself uses no torch;
 importing it imports ``itpn``, which registers the models with timm (the store and the dashboard pay that
 once per process, about 4 s on two cores: our choice, so that ``import itpn`` keeps registering them).
 """
@@ -12,17 +14,20 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping, TypeVar
 
 import fsspec
 
 from itpn.files import join_url, write_atomically
+from itpn.models.layout import LAYOUT_FIELDS, NO_LAYOUT, TokenLayout
 
 # The fine-tuning tasks (a stage is finetune_<task>) and the metric each is judged by.
 MAIN_METRICS = {"classification": "top1", "detection": "bbox_mAP", "segmentation": "mIoU", "rotated": "mAP"}
 TASKS = tuple(MAIN_METRICS)
+# What turns each task's main metric into percent, the paper's unit: COCO and DOTA mAP are kept in [0, 1].
+PERCENT = {"classification": 1.0, "detection": 100.0, "segmentation": 1.0, "rotated": 100.0}
 MODEL_SIZES = ("tiny", "small", "base", "large", "huge")
 
 
@@ -64,8 +69,10 @@ class MetricRecord:
     value). ``model``/``variant`` are ``''`` when the value is not per model or acceleration variant.
 
     Any task name is a valid row (pre-training's rows are ``pretrain``); the fine-tunes write ``TASKS``.
-    Raises ``ValueError`` for an empty text key, a step that is not an integer or a value that is not a
-    finite number; ``step`` and ``value`` are kept as ``int`` and ``float``."""
+    ``layout``: the input size and acceleration layout the value was measured at (None when the value is
+    not one variant's measurement, e.g. a training loss). Raises ``ValueError`` for an empty text key, a
+    step that is not an integer or a value that is not a finite number; ``step`` and ``value`` are kept as
+    ``int`` and ``float``."""
 
     task: str
     dataset: str
@@ -75,8 +82,10 @@ class MetricRecord:
     step: int = 0
     model: str = ""
     variant: str = ""
+    layout: TokenLayout | None = None
 
     def __post_init__(self) -> None:
+        _check_layout(self.layout, f"metric {self.task}/{self.name} of {self.variant or 'no variant'}")
         for key in ("task", "dataset", "split", "name"):
             _text(getattr(self, key), f"metric {key}", required=True)
         for key in ("model", "variant"):
@@ -86,7 +95,7 @@ class MetricRecord:
         object.__setattr__(self, "value", _finite(self.value, f"{what}: value"))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _flat(self)
 
 
 @dataclass(frozen=True)
@@ -94,8 +103,9 @@ class BenchmarkRecord:
     """One throughput measurement of ``model`` under acceleration ``variant``: images per second at
     ``batch_size`` and ``resolution``² px on ``device`` in ``dtype``, with the batch-1 latency (ms), the
     peak memory (MB) and the GFLOPs per image when measured. The store derives the speed-up from the
-    ``baseline`` row. Raises ``ValueError`` for an empty text key, a non-integer size, a value that is not
-    a finite number or a non-positive throughput."""
+    ``baseline`` row; ``layout`` is what stage 3 ran at that resolution under that variant (its input
+    size must be ``resolution``²). Raises ``ValueError`` for an empty text key, a non-integer size, a
+    value that is not a finite number, a non-positive throughput or a layout of another size."""
 
     model: str
     variant: str
@@ -107,6 +117,7 @@ class BenchmarkRecord:
     memory_mb: float | None = None
     gflops: float | None = None
     dtype: str = "float32"
+    layout: TokenLayout | None = None
 
     def __post_init__(self) -> None:
         for key in ("model", "variant", "device", "dtype"):
@@ -119,28 +130,45 @@ class BenchmarkRecord:
             raise ValueError(f"{what}: images_per_s must be positive, got {self.images_per_s}")
         for key in ("latency_ms", "memory_mb", "gflops"):
             object.__setattr__(self, key, _optional_finite(getattr(self, key), f"{what}: {key}"))
+        _check_layout(self.layout, what)
+        if self.layout is not None and (self.layout.input_h, self.layout.input_w) != (self.resolution,) * 2:
+            raise ValueError(f"{what}: its layout is of a {self.layout.size} input, the benchmark timed "
+                             f"{self.resolution}×{self.resolution}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _flat(self)
+
+
+def _check_layout(layout: Any, what: str) -> None:
+    if layout is not None and not isinstance(layout, TokenLayout):
+        raise ValueError(f"{what}: layout must be an itpn.models.layout.TokenLayout or None, got {layout!r}")
+
+
+def _flat(record: MetricRecord | BenchmarkRecord) -> dict[str, Any]:
+    """The record as a dict whose layout is spread into the ``LAYOUT_FIELDS`` keys (``NO_LAYOUT`` without one)."""
+    row = {field.name: getattr(record, field.name) for field in fields(record) if field.name != "layout"}
+    return {**row, **(record.layout.to_dict() if record.layout is not None else NO_LAYOUT)}
 
 
 RecordT = TypeVar("RecordT", MetricRecord, BenchmarkRecord)
 
 
 def as_record(record_type: type[RecordT], row: RecordT | Mapping[str, Any]) -> RecordT:
-    """``row`` as a ``record_type``: a record is kept, a mapping (a JSON row) is read by key; keys with
-    defaults may be left out. Raises ``ValueError`` naming unknown or missing keys, ``TypeError`` for
+    """``row`` as a ``record_type``: a record is kept, a mapping (a JSON row, ``to_dict``'s output) is read by
+    key, the layout from its ``LAYOUT_FIELDS`` keys (none without an input size); keys with defaults may be
+    left out. Raises ``ValueError`` naming unknown or missing keys, ``TypeError`` for
     anything else."""
     if isinstance(row, record_type):
         return row
     if not isinstance(row, Mapping):
         raise TypeError(f"expected a {record_type.__name__} or a mapping, got {type(row).__name__}")
-    allowed = {field.name for field in fields(record_type)}
+    allowed = ({field.name for field in fields(record_type)} - {"layout"}) | set(LAYOUT_FIELDS)
     unknown = sorted(set(row) - allowed)
     if unknown:
         raise ValueError(f"{record_type.__name__} got unknown keys {unknown}; allowed keys are {sorted(allowed)}")
+    values = {key: value for key, value in row.items() if key not in LAYOUT_FIELDS}
     try:
-        return record_type(**row)
+        return record_type(**values, layout=TokenLayout.from_mapping(row))
     except TypeError as exc:
         raise ValueError(f"{record_type.__name__} {dict(row)!r} is incomplete: {exc}") from exc
 
