@@ -78,9 +78,10 @@ class BenchmarkParams(Strict):
     batch_size: int = Field(8, ge=1)
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     window_size: PositiveInt | dict[PositiveInt, PositiveInt] | None = Field(
-        None, description="tokens per window side for the windowed variants: one for every resolution, or "
-                          "{resolution: tokens} (the windows each task evaluates with at that size); null: the "
-                          "variants' own 16")
+        default_factory=lambda: {224: 7},
+        description="tokens per window side for the windowed variants: one for every resolution, or "
+                    "{resolution: tokens} (the windows each task evaluates with at that size; a size left out, or "
+                    "null, keeps the variants' own 16). Default: 2x2 windows of 7 at 224 (the classifier's, ours)")
     warmup: int = Field(2, ge=0)
     iterations: int = Field(5, ge=1)
     rounds: int = Field(2, ge=1)
@@ -421,25 +422,14 @@ class PipelineParams(Strict):
 
     def _openmmlab_layout_problems(self, prefix: str, section: OpenMMLabSection, variants: list[str]
                                    ) -> list[Problem]:
-        """Variants the fine-tune would evaluate while they do not act at the config's evaluation size
-        (``openmmlab_evaluation_size``, with the section's ``cfg_options``; the config is read without
-        importing OpenMMLab's modules)."""
+        """Variants the fine-tune would evaluate while they do not act at the config's evaluation size."""
         variants = [variant for variant in variants if variant != "baseline"]
-        if not variants:
-            return []
-        try:
-            from mmengine.config import Config
-        except ImportError:  # OpenMMLab is not installed: `itpn doctor` names it; the fine-tune cannot run anyway
+        evaluation = self.openmmlab_evaluation(section) if variants else None
+        if evaluation is None or evaluation[0] is None:
             return []
         from itpn.models.layout import InactiveVariantError, check_active
 
-        cfg = Config.fromfile(str(REPO_ROOT / section.config), import_custom_modules=False)
-        if section.cfg_options:
-            cfg.merge_from_dict(dict(section.cfg_options))
-        size = openmmlab_evaluation_size(cfg)
-        if size is None:
-            return []
-        window_size = cfg.model.backbone.get("window_size")
+        size, window_size = evaluation
         try:
             check_active(variants, size, self._stage3_depth(), window_size=window_size)
         except InactiveVariantError as error:
@@ -447,6 +437,19 @@ class PipelineParams(Strict):
             return [Problem(problem.key.replace(f"{prefix}.cfg_options.eval_variants", f"{prefix}.eval_variants"),
                             *astuple(problem)[1:]) for problem in problems]
         return []
+
+    def openmmlab_evaluation(self, section: OpenMMLabSection) -> tuple[tuple[int, int] | None, int | None] | None:
+        """The input size (H, W) px an OpenMMLab fine-tune evaluates at (``openmmlab_evaluation_size`` of its
+        config with the section's ``cfg_options``) and its backbone's ``window_size``; None when OpenMMLab is
+        not installed. The config is read without importing OpenMMLab's modules (a tenth of a second)."""
+        try:
+            from mmengine.config import Config
+        except ImportError:  # `itpn doctor` names it; the fine-tune cannot run anyway
+            return None
+        cfg = Config.fromfile(str(REPO_ROOT / section.config), import_custom_modules=False)
+        if section.cfg_options:
+            cfg.merge_from_dict(dict(section.cfg_options))
+        return openmmlab_evaluation_size(cfg), cfg.model.backbone.get("window_size")
 
     def data_problems(self) -> list[Problem]:
         """Data sets that are not generated must already be under ``data.root``: a missing root or kind."""

@@ -5,9 +5,9 @@ line); pre-training logs ``metrics.jsonl`` (a step and its values a line, ``read
 acceleration benchmark returns benchmark rows. The flows read these files and hand the rows to the
 results store (``services.store``), which keeps exactly these fields. A row of one acceleration variant
 carries the ``TokenLayout`` it ran with (input size, token grid, windows, gathering tokens, migration;
-``itpn.models.layout``), flattened into the layout's keys in its dict and its store columns. The module itself uses no torch;
-importing it imports ``itpn``, which registers the models with timm (the store and the dashboard pay that
-once per process, about 4 s on two cores: our choice, so that ``import itpn`` keeps registering them).
+``itpn.models.layout``), flattened into the layout's keys in its dict and its store columns. The module itself
+uses no torch; importing it imports ``itpn``, which registers the models with timm (the store and the dashboard
+pay that once per process, about 4 s on two cores: our choice, so that ``import itpn`` keeps registering them).
 """
 from __future__ import annotations
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from typing import Any, Callable
 
 from ..outline import FINETUNE_TASKS, REPO_ROOT, finetune_stage
@@ -130,7 +129,7 @@ def benchmark_acceleration(params: PipelineParams) -> StageResult:
                                    window_size=bench.window_for(resolution),
                                    warmup=bench.warmup, iterations=bench.iterations, rounds=bench.rounds,
                                    pyramid=bench.pyramid, clock=bench.clock)
-    return StageResult("benchmark_acceleration", key="", benchmarks=[asdict(row) for row in rows])
+    return StageResult("benchmark_acceleration", key="", benchmarks=[row.to_dict() for row in rows])
 
 
 STAGES: dict[str, Callable[[PipelineParams], StageResult]] = {

@@ -18,7 +18,9 @@ and 7 at 224² (14 x 14 grid, ImageNet), where the named 16 would cover the whol
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from typing import Any, Mapping, Optional
 
 from .acceleration import AccelerationConfig, get_variant
@@ -175,8 +177,8 @@ def inactive_reason(variant: str | AccelerationConfig, input_size: int | tuple[i
                         f"it runs as global attention",
                         f"set window_size to at most {largest} (2 windows per side; "
                         f"{window_size_for((layout.input_h, layout.input_w), patch_size)} gives the paper's "
-                        f"{WINDOWS_PER_SIDE} per side), or evaluate at {(max(as_pair(config.window_size)) + 1) * patch_size}"
-                        f" px or more")
+                        f"{WINDOWS_PER_SIDE} per side), or evaluate at "
+                        f"{(max(as_pair(config.window_size)) + 1) * patch_size} px or more")
     if config.migration and not layout.migrated_per_layer:
         tokens = layout.window_h * layout.window_w
         return Inactive(config.name, "migration", f"migration drops no token of the {tokens} per window {where}",
@@ -196,11 +198,16 @@ def check_active(variants: list[str | AccelerationConfig], input_size: int | tup
 
 
 def stage3_depth(model_name: str, model_kwargs: Optional[Mapping[str, Any]] = None) -> int:
-    """The number of stage-3 layers of ``model_name`` built with ``model_kwargs`` (counted on the meta
-    device: no weights are made)."""
+    """The number of stage-3 layers of ``model_name`` built with ``model_kwargs`` (counted once per process on
+    the meta device: no weights are made)."""
+    return _stage3_depth(model_name, json.dumps(dict(model_kwargs or {}), sort_keys=True))
+
+
+@lru_cache(maxsize=None)
+def _stage3_depth(model_name: str, model_kwargs: str) -> int:
     import torch
 
     from . import create_model
 
     with torch.device("meta"):
-        return len(create_model(model_name, **dict(model_kwargs or {})).blocks)
+        return len(create_model(model_name, **json.loads(model_kwargs)).blocks)

@@ -133,7 +133,8 @@ class LayoutColumns:
 class Metric(LayoutColumns, Base):
     __tablename__ = "metrics"
     __table_args__ = (
-        UniqueConstraint("run_id", "task", "dataset", "split", "name", "step", "model", "variant", "input_h", "input_w"),
+        UniqueConstraint("run_id", "task", "dataset", "split", "name", "step", "model", "variant", "input_h",
+                         "input_w"),
         Index("ix_metrics_lookup", "task", "model", "variant", "name"),
     )
 

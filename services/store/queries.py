@@ -377,7 +377,8 @@ def _missing_half(point: Any, device: str | None) -> str:
         return ""
     where = f" on {device}" if device else ""
     if point.images_per_s == point.images_per_s:
-        return f"no baseline benchmark at {int(point.input_h)}×{int(point.input_w)}{where} for {point.variant}'s speed-up"
+        return (f"no baseline benchmark at {int(point.input_h)}×{int(point.input_w)}{where} for "
+                f"{point.variant}'s speed-up")
     return f"no benchmark at {int(point.input_h)}×{int(point.input_w)} for {point.variant}{where} with its layout"
 
 
