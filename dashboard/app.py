@@ -92,16 +92,16 @@ def x_axis_title(x: str, points: pd.DataFrame, device: str | None) -> str:
     sizes = _listed(points["input_h"].astype(int).astype(str) + "×" + points["input_w"].astype(int).astype(str))
     where = f" at {sizes} px" if sizes else ""
     if x == "flop_reduction":
-        return f"FLOP reduction: baseline GFLOPs / variant GFLOPs (×){where}"
+        return f"FLOP reduction: baseline GFLOPs / variant GFLOPs (×)<br>{where.strip()}"
     dtypes, batches = _listed(points["benchmark_dtype"]), _listed(points["batch_size"].astype(int))
-    return (f"measured speed-up over baseline (×){where}{f' on {device}' if device else ''}, {dtypes}, "
+    return (f"measured speed-up over baseline (×)<br>{where.strip()}{f' on {device}' if device else ''}, {dtypes}, "
             f"batch {batches}")
 
 
 def y_axis_title(task: str, points: pd.DataFrame) -> str:
     """The y-axis title: the task's main metric in percent, at which input sizes, on which device, in which dtype."""
     sizes = _listed(points["input_h"].astype(int).astype(str) + "×" + points["input_w"].astype(int).astype(str))
-    return (f"{MAIN_METRICS[task]} (%, val) at {sizes} px on {_listed(points['eval_device'])}, "
+    return (f"{MAIN_METRICS[task]} (%, val)<br>at {sizes} px on {_listed(points['eval_device'])}, "
             f"{_listed(points['eval_dtype'])}")
 
 
@@ -155,9 +155,9 @@ def accuracy_figure(points: pd.DataFrame, task: str, x: str = "speedup", paper: 
         title=f"{task}: {metric} vs {label}",
         xaxis_title=x_axis_title(x, points, device if x == "speedup" else None),
         yaxis_title=y_axis_title(task, points),
-        height=480,
+        height=560,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        legend={"title": {"text": "variant"}, "font": {"size": 11}},
+        legend={"title": {"text": "variant"}, "font": {"size": 11}, "orientation": "h", "yanchor": "top", "y": -0.25},
     )
     return figure
 

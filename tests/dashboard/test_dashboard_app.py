@@ -64,9 +64,9 @@ def test_charts_and_tables_render(app_path: Path, filled_store_url: str, monkeyp
     base_front = next(trace for trace in fronts if trace["name"].startswith("fast_itpn_base"))
     assert values(base_front["x"]) == pytest.approx([1.15, 1.7, 1.9])  # migration_20 is dominated
     assert any(shape["x0"] == 1.0 and shape["x1"] == 1.0 for shape in spec["layout"]["shapes"])
-    assert spec["layout"]["xaxis"]["title"]["text"] == ("measured speed-up over baseline (×) at 224×224 px on cpu, "
+    assert spec["layout"]["xaxis"]["title"]["text"] == ("measured speed-up over baseline (×)<br>at 224×224 px on cpu, "
                                                         "float32, batch 32")
-    assert spec["layout"]["yaxis"]["title"]["text"] == "top1 (%, val) at 224×224 px on cpu, float32"
+    assert spec["layout"]["yaxis"]["title"]["text"] == "top1 (%, val)<br>at 224×224 px on cpu, float32"
     assert at.sidebar.selectbox(key="device").value == "cpu"
     table_of_points = table(at, "configuration")
     assert len(table_of_points) == 20  # 2 tasks x 2 models x 5 variants, each with its configuration
