@@ -253,6 +253,12 @@ class ResultsReader:
         newest = main.sort_values(["finished_at", "step", "recorded_at"]).drop_duplicates(
             ["task", "dataset", "model", "variant", *LAYOUT_FIELDS], keep="last"
         )
+        # A run's rows without a layout (an OpenMMLab fine-tune's validation curve) repeat the final value its
+        # rows with one hold: only a run that has no row with a layout shows them, as recorded before 0004.
+        run_key = ["run_id", "task", "dataset", "model", "variant"]
+        laid_out = newest.loc[newest["input_h"] > 0, run_key].drop_duplicates()
+        repeated = newest[run_key].merge(laid_out, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+        newest = newest[~(repeated & (newest["input_h"] <= 0).to_numpy())]
         accuracy = newest[["task", "dataset", "model", "variant", "name", "value", "run_id", *LAYOUT_FIELDS]].rename(
             columns={"name": "metric", "value": "accuracy"}
         )

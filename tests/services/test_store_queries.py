@@ -138,10 +138,12 @@ def test_accuracy_and_speed_of_different_configurations_make_no_point(store_url:
             top1(BASE, "window", 79.0, size=128, window=4),
             top1(BASE, "migration_30", 78.0),  # the benchmark's size and layout: a point
             top1(BASE, "window", 77.0, size=512, window=8),  # the size was timed, with 16-token windows
+            # a validation curve's row without a layout repeats the run's final value: no point of its own
+            MetricRecord("classification", "imagenet", "val", "top1", 78.0, step=40, model=BASE, variant="migration_30"),
         ])
     with open_reader(store_url) as reader:
         points = reader.accuracy_vs_speedup(experiment="pairs").set_index(["variant", "input_h"])
-    assert points.loc[("migration_30", 224), "speedup"] == pytest.approx(1.2)
+    assert len(points) == 4 and points.loc[("migration_30", 224), "speedup"] == pytest.approx(1.2)
     assert points.loc[("migration_30", 224), "missing"] == ""
     assert points.loc[("migration_30", 224), "configuration"] == layout(BASE, "migration_30").describe()
     for variant, size in (("baseline", 128), ("window", 128), ("window", 512)):
