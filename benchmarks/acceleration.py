@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -127,7 +126,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     **(small if args.small else {})))
     print_table(rows, console)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
+    args.out.write_text(json.dumps([row.to_dict() for row in rows], indent=2) + "\n")
     console.print(f"wrote {len(rows)} rows to {args.out}")
     return 0
 

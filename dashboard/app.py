@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboard.paper_points import paper_points
 from dashboard.sweeps import select_from_query, sweep_section
-from itpn.records import MAIN_METRICS
+from itpn.records import MAIN_METRICS, PERCENT, model_size
 from services import settings
 from services.store import (
     BASELINE,
@@ -54,11 +54,6 @@ def load_curves(url: str, run_id: int) -> pd.DataFrame:
     return reader(url).training_curves(run_id)
 
 
-def model_colours(models: list[str]) -> dict[str, str]:
-    palette = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
-    return {model: palette[index % len(palette)] for index, model in enumerate(sorted(models))}
-
-
 X_AXES = {"measured speed-up": "speedup", "FLOP reduction": "flop_reduction"}
 
 
@@ -76,86 +71,117 @@ def with_flop_reduction(points: pd.DataFrame, benchmarks: pd.DataFrame) -> pd.Da
     return merged
 
 
+SYMBOLS = ("circle", "square", "triangle-up", "star", "hexagon", "cross")
+
+
+def variant_colours(variants: list[str]) -> dict[str, str]:
+    """One colour per acceleration variant, the same in every panel (the variants' own order, then the rest)."""
+    from itpn.models import VARIANTS
+
+    palette = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
+    ordered = [*VARIANTS, *sorted(set(variants) - set(VARIANTS))]
+    return {variant: palette[index % len(palette)] for index, variant in enumerate(ordered)}
+
+
+def _listed(values: pd.Series, form: str = "{}") -> str:
+    return ", ".join(form.format(value) for value in sorted(values.dropna().unique()))
+
+
 def x_axis_title(x: str, points: pd.DataFrame, device: str | None) -> str:
-    """The x-axis title, naming the resolutions (and device) the numbers were measured at."""
-    sizes = ", ".join(f"{int(size)}²" for size in sorted(points["resolution"].dropna().unique()))
+    """The x-axis title: what is measured, at which input sizes, on which device, in which dtype and batch."""
+    sizes = _listed(points["input_h"].astype(int).astype(str) + "×" + points["input_w"].astype(int).astype(str))
     where = f" at {sizes} px" if sizes else ""
     if x == "flop_reduction":
-        return f"FLOP reduction: baseline GFLOPs / variant GFLOPs (×){where}"
-    return f"measured speed-up over baseline (×){where}{f' on {device}' if device else ''}"
+        return f"FLOP reduction: baseline GFLOPs / variant GFLOPs (×)<br>{where.strip()}"
+    dtypes, batches = _listed(points["benchmark_dtype"]), _listed(points["batch_size"].astype(int))
+    return (f"measured speed-up over baseline (×)<br>{where.strip()}{f' on {device}' if device else ''}, {dtypes}, "
+            f"batch {batches}")
 
 
-def accuracy_figure(points: pd.DataFrame, task: str, colours: dict[str, str], x: str = "speedup",
-                    paper: pd.DataFrame | None = None, device: str | None = None) -> go.Figure:
-    """Accuracy against ``x`` (``speedup`` or ``flop_reduction``) for one task: a point per variant,
-    each labelled with its variant, a Pareto front per model, and the paper's points for the task
-    (speed-up only, on a right-hand axis: the paper's accuracy is on its own scale)."""
+def y_axis_title(task: str, points: pd.DataFrame) -> str:
+    """The y-axis title: the task's main metric in percent, at which input sizes, on which device, in which dtype."""
+    sizes = _listed(points["input_h"].astype(int).astype(str) + "×" + points["input_w"].astype(int).astype(str))
+    return (f"{MAIN_METRICS[task]} (%, val)<br>at {sizes} px on {_listed(points['eval_device'])}, "
+            f"{_listed(points['eval_dtype'])}")
+
+
+def _paper_trace(rows: pd.DataFrame, source: str) -> go.Scatter:
+    return go.Scatter(
+        x=rows["speedup"], y=rows["accuracy"], mode="markers", name=f"paper, {source}",
+        marker={"color": "grey", "size": 10, "symbol": "diamond-open"}, customdata=rows[["variant"]],
+        hovertemplate="<b>%{customdata[0]}</b> (paper)<br>speed-up %{x:.2f}×<br>%{y:.1f} %<extra></extra>",
+    )
+
+
+def accuracy_figure(points: pd.DataFrame, task: str, x: str = "speedup", paper: pd.DataFrame | None = None,
+                    device: str | None = None) -> go.Figure:
+    """Accuracy (in %, ``PERCENT``) against ``x`` (``speedup`` or ``flop_reduction``) for one task.
+
+    A trace per (model, variant): the variant's colour, the model's marker, the variant (and the model's size
+    when several are shown) in the legend, no text on the points, so no two labels can cover each other;
+    the hover gives variant, model, values and the configuration (input size and layout) both halves share.
+    A dotted Pareto front per model. The paper's points share the axes when ``x`` is the speed-up (the same
+    quantities: speed-up × and accuracy in %); the paper gives no FLOPs, see ``paper_figure``.
+    """
     metric = MAIN_METRICS[task]
     figure = go.Figure()
-    for model, rows in points.groupby("model", sort=True):
-        colour = colours[str(model)]
-        figure.add_trace(
-            go.Scatter(
-                x=rows[x],
-                y=rows["accuracy"],
-                mode="markers+text",
-                text=rows["variant"],
-                textposition="top center",
-                textfont={"size": 10, "color": colour},
-                name=str(model),
-                legendgroup=str(model),
-                marker={"color": colour, "size": 11, "line": {"width": 1, "color": "white"}},
-                customdata=rows[["variant", "dataset"]],
-                hovertemplate="<b>%{customdata[0]}</b><br>%{x:.2f}×<br>"
-                + metric
-                + " %{y:.2f} (%{customdata[1]})<extra>%{fullData.name}</extra>",
-            )
-        )
+    colours = variant_colours(points["variant"].tolist())
+    models = sorted(points["model"].unique())
+    scaled = points.assign(accuracy=points["accuracy"] * PERCENT[task])
+    for index, (model, rows) in enumerate(scaled.groupby("model", sort=True)):
+        for variant, own in rows.groupby("variant", sort=False):
+            figure.add_trace(go.Scatter(
+                x=own[x], y=own["accuracy"], mode="markers",
+                name=str(variant) if len(models) == 1 else f"{variant} · {model_size(str(model)) or model}",
+                legendgroup=str(variant),
+                marker={"color": colours[str(variant)], "size": 11, "symbol": SYMBOLS[index % len(SYMBOLS)],
+                        "line": {"width": 1, "color": "white"}},
+                customdata=own[["variant", "model", "configuration", "dataset"]],
+                hovertemplate="<b>%{customdata[0]}</b> · %{customdata[1]}<br>%{x:.2f}×, " + metric
+                + " %{y:.2f} % (%{customdata[3]})<br>%{customdata[2]}<extra></extra>",
+            ))
         front = pareto_front(rows, x=x)
-        figure.add_trace(
-            go.Scatter(
-                x=front[x],
-                y=front["accuracy"],
-                mode="lines",
-                name=f"{model} Pareto front",
-                legendgroup=str(model),
-                showlegend=False,
-                line={"color": colour, "dash": "dot", "width": 2},
-                hoverinfo="skip",
-            )
-        )
-    layout: dict = {}
+        figure.add_trace(go.Scatter(
+            x=front[x], y=front["accuracy"], mode="lines", name=f"{model} Pareto front", showlegend=False,
+            line={"color": "grey", "dash": "dot", "width": 2}, hoverinfo="skip",
+        ))
     if paper is not None and x == "speedup" and not paper.empty:
         for source, rows in paper.groupby("source", sort=True):
-            figure.add_trace(
-                go.Scatter(
-                    x=rows["speedup"],
-                    y=rows["accuracy"],
-                    yaxis="y2",
-                    mode="markers+text",
-                    text=rows["variant"],
-                    textposition="bottom center",
-                    textfont={"size": 10, "color": "grey"},
-                    name=f"paper, {source}",
-                    marker={"color": "grey", "size": 10, "symbol": "diamond-open"},
-                    hovertemplate="<b>%{text}</b><br>speed-up %{x:.2f}×<br>%{y:.1f} %<extra>paper</extra>",
-                )
-            )
-        layout["yaxis2"] = {"title": "paper (%)", "overlaying": "y", "side": "right", "showgrid": False}
-    figure.add_vline(
-        x=1.0, line_dash="dash", line_color="grey", annotation_text="baseline 1.0×", annotation_position="bottom right"
-    )
+            figure.add_trace(_paper_trace(rows, str(source)))
+    figure.add_vline(x=1.0, line_dash="dash", line_color="grey", annotation_text="baseline 1.0×",
+                     annotation_position="bottom right")
     label = "speed-up" if x == "speedup" else "FLOP reduction"
     figure.update_layout(
         title=f"{task}: {metric} vs {label}",
         xaxis_title=x_axis_title(x, points, device if x == "speedup" else None),
-        yaxis_title=f"{metric} (val)",
-        height=440,
+        yaxis_title=y_axis_title(task, points),
+        height=560,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        legend={"orientation": "h", "y": -0.2},
-        **layout,
+        legend={"title": {"text": "variant"}, "font": {"size": 11}, "orientation": "h", "yanchor": "top", "y": -0.25},
     )
     return figure
+
+
+def paper_figure(paper: pd.DataFrame, task: str) -> go.Figure:
+    """The paper's points of ``task`` in a panel of their own (speed-up ×, accuracy %): beside a FLOP axis,
+    which the paper does not report."""
+    figure = go.Figure([_paper_trace(rows, str(source)) for source, rows in paper.groupby("source", sort=True)])
+    figure.update_layout(title=f"{task}: the paper's points (speed-up, not FLOPs)", height=320,
+                         xaxis_title="speed-up over baseline (×), the paper's GPU", yaxis_title="accuracy (%)",
+                         margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    return figure
+
+
+def unpaired_benchmarks(benchmarks: pd.DataFrame, points: pd.DataFrame) -> list[str]:
+    """A line for each benchmark configuration (model, variant, input size, layout) that no accuracy shares."""
+    from itpn.models.layout import LAYOUT_FIELDS
+
+    timed = benchmarks[benchmarks["input_h"] > 0].drop_duplicates(["model", "variant", *LAYOUT_FIELDS])
+    measured = points[points["input_h"] > 0][["model", "variant", *LAYOUT_FIELDS]].drop_duplicates()
+    alone = timed.merge(measured, on=["model", "variant", *LAYOUT_FIELDS], how="left", indicator=True)
+    alone = alone[alone["_merge"] == "left_only"]
+    return sorted(f"no accuracy at {int(row.input_h)}×{int(row.input_w)} for {row.variant} ({row.model}, "
+                  f"{row.configuration})" for row in alone.itertuples())
 
 
 def measured_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -229,34 +255,44 @@ x_column = X_AXES[x_label]
 shown = with_flop_reduction(points[points["task"].isin(chosen_tasks) & points["model"].isin(chosen_models)], benchmarks)
 plotted = shown.dropna(subset=[x_column])
 if plotted.empty:
-    st.info("No accuracy with a matching benchmark for this selection.")
+    st.info("No accuracy with a benchmark of the same configuration for this selection.")
 else:
     st.caption(
-        f"One labelled point per acceleration variant on {device or 'any device'}; "
+        f"A point is one configuration: an accuracy and a benchmark of the same model, variant, input size and "
+        f"acceleration layout on {device or 'any device'} (hover for it; the table below lists it). "
         + (
-            f"speed-up is measured img/s over the `{BASELINE}` variant of the same model, resolution and batch; "
-            "grey diamonds are the paper's points (Fig. 5, Table 7; right-hand axis)"
+            f"Speed-up is measured img/s over the `{BASELINE}` variant of the same model, resolution and batch; "
+            "grey diamonds are the paper's points (Fig. 5, Table 7), on the same axes: speed-up × and accuracy in %"
             if x_column == "speedup"
-            else f"FLOP reduction is the `{BASELINE}` variant's GFLOPs over the variant's (the paper reports "
-            "speed, not FLOPs, so its points are not drawn here)"
+            else f"FLOP reduction is the `{BASELINE}` variant's GFLOPs over the variant's; the paper reports "
+            "speed, not FLOPs, so its points stand in panels of their own"
         )
         + "; dotted lines are Pareto fronts."
     )
-    colours = model_colours(models)
     paper = paper_points()
     task_list = sorted(plotted["task"].unique())
     columns = st.columns(2 if len(task_list) > 1 else 1)
     for index, task in enumerate(task_list):
         with columns[index % len(columns)]:
-            figure = accuracy_figure(plotted[plotted["task"] == task], task, colours, x=x_column,
-                                     paper=paper[paper["task"] == task], device=device)
+            task_paper = paper[paper["task"] == task]
+            figure = accuracy_figure(plotted[plotted["task"] == task], task, x=x_column, paper=task_paper,
+                                     device=device)
             st.plotly_chart(figure, key=f"accuracy-{task}")
-missing = shown[shown["speedup"].isna()]
-if not missing.empty:
-    st.caption(
-        "Without a benchmark on this device (not plotted): "
-        + ", ".join(sorted(f"{row.model}/{row.variant}" for row in missing.itertuples()))
+            if x_column != "speedup" and not task_paper.empty:
+                st.plotly_chart(paper_figure(task_paper, task), key=f"paper-{task}")
+    st.dataframe(
+        plotted[["task", "model", "variant", "metric", "accuracy", x_column, "configuration", "eval_device",
+                 "eval_dtype", "device", "benchmark_dtype", "batch_size"]],
+        hide_index=True,
+        column_config={"speedup": st.column_config.NumberColumn("speed-up", format="%.2f×"),
+                       "flop_reduction": st.column_config.NumberColumn("FLOP reduction", format="%.2f×"),
+                       "device": "benchmark device"},
+        key="points-table",
     )
+missing = [row.missing for row in shown.itertuples() if row.missing]
+missing += unpaired_benchmarks(benchmarks if device is None else benchmarks[benchmarks["device"] == device], shown)
+if missing:
+    st.warning("Not drawn, a half of the pair is missing:\n\n" + "\n".join(f"- {line}" for line in missing))
 
 sweep_section(store)
 
@@ -265,7 +301,7 @@ bench_shown = benchmarks[benchmarks["model"].isin(chosen_models)]
 if device is not None:
     bench_shown = bench_shown[bench_shown["device"] == device]
 bench_columns = ["model", "variant", "resolution", "batch_size", "device", "dtype", "images_per_s", "speedup",
-                 "latency_ms", "memory_mb", "gflops", "run_id"]
+                 "latency_ms", "memory_mb", "gflops", "configuration", "run_id"]
 st.dataframe(
     bench_shown[measured_columns(bench_shown, bench_columns)],
     hide_index=True,

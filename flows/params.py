@@ -21,7 +21,7 @@ import math
 import os
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,7 +83,11 @@ class BenchmarkParams(Strict):
     variants: list[str] = Field(default_factory=list, description="empty: every named variant")
     batch_size: int = Field(8, ge=1)
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    window_size: int | None = Field(None, ge=1, description="tokens per window side for the windowed variants")
+    window_size: PositiveInt | dict[PositiveInt, PositiveInt] | None = Field(
+        default_factory=lambda: {224: 7},
+        description="tokens per window side for the windowed variants: one for every resolution, or "
+                    "{resolution: tokens} (the windows each task evaluates with at that size; a size left out, or "
+                    "null, keeps the variants' own 16). Default: 2x2 windows of 7 at 224 (the classifier's, ours)")
     warmup: int = Field(2, ge=0)
     iterations: int = Field(5, ge=1)
     rounds: int = Field(2, ge=1)
@@ -91,6 +95,12 @@ class BenchmarkParams(Strict):
                                             "false: the backbone the classifier runs")
     clock: Literal["wall", "process"] = Field("wall", description="wall, or process: CPU seconds on one thread, "
                                                                   "for a shared CPU")
+
+    def window_for(self, resolution: int) -> int | None:
+        """The window size the windowed variants are timed with at ``resolution`` px (None: their own)."""
+        if isinstance(self.window_size, dict):
+            return self.window_size.get(resolution)
+        return self.window_size
 
 
 class OpenMMLabSection(Strict):
@@ -196,6 +206,7 @@ def _library_problems(config_class: type, values: dict[str, Any], prefix: str, b
     """The section ``values`` checked against the library config ``config_class``: unknown keys, each value
     against its field's own type, then the config built by ``build`` (its ranges and cross-checks)."""
     from itpn.config import ConfigValueError
+    from itpn.models.layout import InactiveVariantError
 
     hints = typing.get_type_hints(config_class)
     fields = [field.name for field in dataclasses.fields(config_class)]
@@ -212,6 +223,8 @@ def _library_problems(config_class: type, values: dict[str, Any], prefix: str, b
         return problems
     try:
         build()
+    except InactiveVariantError as error:
+        return _inactive_problems(error, prefix, "window_size", values.get("window_size"))
     except ConfigValueError as error:
         key = f"{prefix}.{error.key}"
         return [Problem(key, error.value, f"must be {error.expected}", _text_number_fix(key, error.value,
@@ -258,6 +271,43 @@ def _value_problem(key: str, value: Any, annotation: Any, rule: Any = None) -> P
         expected = rule.describe()
         return Problem(key, value, f"must be {expected}", _text_number_fix(key, value, expected))
     return None
+
+
+def _inactive_problems(error: Any, prefix: str, window_key: str, window_value: Any) -> list[Problem]:
+    """An ``InactiveVariantError`` as problems, one per setting and cause (the variants it concerns named in
+    it): under ``<prefix>.<window_key>`` (now ``window_value``) when windows cover the grid, under
+    ``<prefix>.eval_variants`` when a migration drops nothing."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for inactive in error.inactive:
+        grouped.setdefault((inactive.setting, inactive.problem, inactive.fix), []).append(inactive.variant)
+    return [Problem(f"{prefix}.{window_key}" if setting == "window_size" else f"{prefix}.eval_variants",
+                    window_value if setting == "window_size" else variants,
+                    f"{', '.join(variants)}: {problem}", fix)
+            for (setting, problem, fix), variants in grouped.items()]
+
+
+def openmmlab_evaluation_size(cfg: Any) -> tuple[int, int] | None:
+    """The input size (H, W) px an OpenMMLab config evaluates at: a sliding-window test's crop, else the
+    largest size the validation pipeline's ``Resize`` makes (mmcv's ``scale`` is (W, H)), padded as the data
+    preprocessor pads (``pad_size_divisor``, at least the 16 px tokens); None when neither
+    says (the fine-tune then records the size the backbone saw, ``itpn.mmlab.runner.evaluated_layout``)."""
+    test_cfg = cfg.get("model", {}).get("test_cfg") or {}
+    if test_cfg.get("mode") == "slide" and test_cfg.get("crop_size"):
+        height, width = test_cfg["crop_size"]
+        return int(height), int(width)
+    loader = cfg.get("val_dataloader") or {}
+    pipeline = (loader.get("dataset") or {}).get("pipeline") or cfg.get("test_pipeline") or []
+    divisor = int((cfg.get("model", {}).get("data_preprocessor") or {}).get("pad_size_divisor") or 16)
+    for step in pipeline:
+        if str(step.get("type", "")).endswith("Resize") and step.get("scale"):
+            scale = step["scale"]
+            width, height = (scale, scale) if isinstance(scale, int) else scale
+            return _padded(int(height), max(divisor, 16)), _padded(int(width), max(divisor, 16))
+    return None
+
+
+def _padded(side: int, divisor: int) -> int:
+    return -(-side // divisor) * divisor
 
 
 class PipelineParams(Strict):
@@ -341,7 +391,36 @@ class PipelineParams(Strict):
                 problems.append(_unknown(f"data.sets.{kind}", arguments, GENERATORS, "data set"))
             elif self.data.generate:
                 problems += _generator_problems(kind, arguments)
-        return problems + self._variant_problems("benchmark.variants", self.benchmark.variants)
+        problems += self._variant_problems("benchmark.variants", self.benchmark.variants)
+        return problems + self._benchmark_layout_problems()
+
+    def _stage3_depth(self) -> int:
+        from itpn.models.layout import stage3_depth
+
+        return stage3_depth(self.experiment.model, self.experiment.model_kwargs)
+
+    def _benchmark_layout_problems(self) -> list[Problem]:
+        """Variants the benchmark would time while they do not act at a resolution (``check_active``)."""
+        from itpn.models import VARIANTS
+        from itpn.models.layout import InactiveVariantError, check_active
+
+        variants = [name for name in self.benchmark.variants or VARIANTS if name in VARIANTS and name != "baseline"]
+        problems = []
+        for resolution in self.benchmark.resolutions if variants else []:
+            try:
+                check_active(variants, resolution, self._stage3_depth(),
+                             window_size=self.benchmark.window_for(resolution))
+            except InactiveVariantError as error:
+                window_key = (f"window_size.{resolution}" if isinstance(self.benchmark.window_size, dict)
+                              else "window_size")
+                problems += [Problem(problem.key.replace("benchmark.eval_variants", "benchmark.variants"),
+                                     *astuple(problem)[1:])
+                             for problem in _inactive_problems(error, "benchmark", window_key,
+                                                               self.benchmark.window_for(resolution))]
+            except ValueError as error:
+                problems.append(Problem("benchmark.resolutions", resolution, str(error),
+                                        "use sides that are multiples of 16 px"))
+        return problems
 
     def _model_problems(self) -> list[Problem]:
         import timm
@@ -378,7 +457,41 @@ class PipelineParams(Strict):
             problems.append(Problem(f"{prefix}.config", checked.config, f"no such file in {REPO_ROOT}",
                                     f"name a config under {folder} (relative to the repository)"))
         variants = [checked.variant] if checked.variant else []
-        return problems + self._variant_problems(f"{prefix}.eval_variants", [*variants, *checked.eval_variants])
+        unknown = self._variant_problems(f"{prefix}.eval_variants", [*variants, *checked.eval_variants])
+        if problems or unknown:
+            return problems + unknown
+        return self._openmmlab_layout_problems(prefix, checked, [*variants, *checked.eval_variants])
+
+    def _openmmlab_layout_problems(self, prefix: str, section: OpenMMLabSection, variants: list[str]
+                                   ) -> list[Problem]:
+        """Variants the fine-tune would evaluate while they do not act at the config's evaluation size."""
+        variants = [variant for variant in variants if variant != "baseline"]
+        evaluation = self.openmmlab_evaluation(section) if variants else None
+        if evaluation is None or evaluation[0] is None:
+            return []
+        from itpn.models.layout import InactiveVariantError, check_active
+
+        size, window_size = evaluation
+        try:
+            check_active(variants, size, self._stage3_depth(), window_size=window_size)
+        except InactiveVariantError as error:
+            problems = _inactive_problems(error, f"{prefix}.cfg_options", "model.backbone.window_size", window_size)
+            return [Problem(problem.key.replace(f"{prefix}.cfg_options.eval_variants", f"{prefix}.eval_variants"),
+                            *astuple(problem)[1:]) for problem in problems]
+        return []
+
+    def openmmlab_evaluation(self, section: OpenMMLabSection) -> tuple[tuple[int, int] | None, int | None] | None:
+        """The input size (H, W) px an OpenMMLab fine-tune evaluates at (``openmmlab_evaluation_size`` of its
+        config with the section's ``cfg_options``) and its backbone's ``window_size``; None when OpenMMLab is
+        not installed. The config is read without importing OpenMMLab's modules (a tenth of a second)."""
+        try:
+            from mmengine.config import Config
+        except ImportError:  # `itpn doctor` names it; the fine-tune cannot run anyway
+            return None
+        cfg = Config.fromfile(str(REPO_ROOT / section.config), import_custom_modules=False)
+        if section.cfg_options:
+            cfg.merge_from_dict(dict(section.cfg_options))
+        return openmmlab_evaluation_size(cfg), cfg.model.backbone.get("window_size")
 
     def data_problems(self) -> list[Problem]:
         """Data sets that are not generated must already be under ``data.root``: a missing root or kind."""

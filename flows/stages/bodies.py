@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from typing import Any, Callable
 
 from ..outline import FINETUNE_TASKS, REPO_ROOT, finetune_stage
@@ -116,7 +115,8 @@ def initial_weights(params: PipelineParams, section: dict[str, Any]) -> str | No
 
 
 def benchmark_acceleration(params: PipelineParams) -> StageResult:
-    """Every variant of the experiment's model, so speed-ups sit beside that model's accuracies."""
+    """Every variant of the experiment's model at each resolution with that resolution's windows, so
+    speed-ups sit beside that model's accuracies of the same input size and layout."""
     from itpn.bench.acceleration import benchmark_variants
     from itpn.models import VARIANTS
 
@@ -125,10 +125,11 @@ def benchmark_acceleration(params: PipelineParams) -> StageResult:
     for resolution in bench.resolutions:
         rows += benchmark_variants(params.experiment.model, resolution, bench.variants or list(VARIANTS),
                                    batch_size=bench.batch_size, device=params.experiment.device, dtype=bench.dtype,
-                                   model_kwargs=params.experiment.model_kwargs, window_size=bench.window_size,
+                                   model_kwargs=params.experiment.model_kwargs,
+                                   window_size=bench.window_for(resolution),
                                    warmup=bench.warmup, iterations=bench.iterations, rounds=bench.rounds,
                                    pyramid=bench.pyramid, clock=bench.clock)
-    return StageResult("benchmark_acceleration", key="", benchmarks=[asdict(row) for row in rows])
+    return StageResult("benchmark_acceleration", key="", benchmarks=[row.to_dict() for row in rows])
 
 
 STAGES: dict[str, Callable[[PipelineParams], StageResult]] = {

@@ -4,7 +4,9 @@ The variants only switch stage 3, so the baseline and each variant are timed on 
 in interleaved rounds (the best round counts: a machine busy for a moment favours no variant).
 The model is the dense-prediction backbone (``pyramid=True``), what detection and segmentation
 run and what Figure 5 of the paper times. The rows are ``itpn.records.BenchmarkRecord``, what the results
-store keeps; the store derives the speed-up from the baseline row.
+store keeps; the store derives the speed-up from the baseline row. Each row carries the layout stage 3
+ran with (``itpn.models.layout.effective_layout``), so the dashboard pairs it only with accuracies measured
+at the same input size and layout.
 """
 from __future__ import annotations
 
@@ -12,18 +14,13 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
-from itpn.models import AccelerationConfig, create_model, get_variant, set_acceleration
+from itpn.models import create_model, effective_layout, get_variant, resolve_variant, set_acceleration
 from itpn.records import BenchmarkRecord
 
 from .measure import Throughput, count_gflops, device_name, measure_latency, measure_throughput, resolve_dtype
 
 if TYPE_CHECKING:  # rich draws the progress of the benchmark scripts; the library does not need it
     from rich.progress import Progress
-
-
-def variant_config(name: str, window_size: Optional[int]) -> AccelerationConfig:
-    config = get_variant(name)
-    return config.replace(window_size=window_size) if window_size and config.window_size else config
 
 
 def gflops_by_variant(model_name: str, size: tuple[int, int], variants: Sequence[str], *,
@@ -67,7 +64,8 @@ def benchmark_variants(model_name: str, resolution: int, variants: Sequence[str]
     ``batch_size`` in interleaved rounds (every variant once per round; each variant's best round
     counts), latency at batch 1 (from the same calls when ``batch_size`` is 1), GFLOPs per image.
     ``clock``: ``wall`` or ``process`` (CPU seconds on one thread, for a CPU shared with other work;
-    see ``measure_throughput``)."""
+    see ``measure_throughput``). ``window_size`` sets the windows of the windowed variants
+    (``resolve_variant``); every row records its layout."""
     variants = ["baseline"] + [name for name in variants if name != "baseline"]
     for name in variants:
         get_variant(name)  # an unknown name stops here, listing the valid ones
@@ -84,7 +82,7 @@ def benchmark_variants(model_name: str, resolution: int, variants: Sequence[str]
     throughput: dict[str, Throughput] = {}
     for round_index in range(rounds):
         for name in variants:
-            set_acceleration(model, variant_config(name, window_size))
+            set_acceleration(model, resolve_variant(name, window_size))
             result = measure_throughput(model, batch, dtype=dtype_, warmup=warmup, iters=iterations, clock=clock)
             if round_index == 0 or result.images_per_s > throughput[name].images_per_s:
                 throughput[name] = result
@@ -92,7 +90,7 @@ def benchmark_variants(model_name: str, resolution: int, variants: Sequence[str]
                 progress.advance(task)
     rows = []
     for name in variants:
-        set_acceleration(model, variant_config(name, window_size))
+        config = set_acceleration(model, resolve_variant(name, window_size))
         latency = throughput[name].latency_ms if batch_size == 1 else measure_latency(
             model, single, dtype=dtype_, warmup=warmup, iters=iterations, clock=clock)
         rows.append(BenchmarkRecord(
@@ -100,6 +98,7 @@ def benchmark_variants(model_name: str, resolution: int, variants: Sequence[str]
             images_per_s=throughput[name].images_per_s, device=device_name(device_type),
             dtype=str(dtype_).removeprefix("torch."), latency_ms=latency,
             memory_mb=throughput[name].peak_memory_mb, gflops=count_gflops(model, single, dtype=dtype_),
+            layout=effective_layout(config, resolution, len(model.blocks)),
         ))
         if progress:
             progress.advance(task)

@@ -38,7 +38,8 @@ from itpn.files import join_url
 from itpn.models import load_checkpoint, save_safetensors
 from itpn.models.checkpoint import grid_metadata
 from itpn.models.checkpoint import read_safetensors_metadata as read_export_metadata
-from itpn.models.acceleration import set_acceleration
+from itpn.models.acceleration import get_acceleration, set_acceleration
+from itpn.models.layout import effective_layout, resolve_variant
 from itpn.records import MetricRecord, write_metrics
 from itpn.runtime import Runtime, setup_runtime
 
@@ -96,7 +97,7 @@ def build_model(config: ClassificationConfig, num_classes: int) -> nn.Module:
     pre-training export is dropped: classification uses the backbone alone)."""
     model = timm.create_model(config.model, num_classes=num_classes, img_size=config.img_size,
                               drop_path_rate=config.drop_path, **config.model_kwargs)
-    set_acceleration(model, config.variant)
+    set_acceleration(model, resolve_variant(config.variant, config.window_size))
     if config.pretrained:
         report = load_checkpoint(model, config.pretrained)
         log.info("initialised from %s", report.summary())
@@ -169,6 +170,7 @@ class ClassificationTrainer:
             torch.set_flush_denormal(True)  # denormal optimizer states slow CPU training down over time
         seed_all(config.seed)
         self.model = build_model(config, self.num_classes).to(self.runtime.device)
+        self.layout = effective_layout(get_acceleration(self.model), config.img_size, len(self.model.blocks))
         self.ema = ModelEmaV3(self.model, decay=config.model_ema_decay) if config.model_ema else None
         groups = param_groups(self.model, config.weight_decay, config.layer_decay, config.layer_decay_rule)
         self.optimizer = create_optimizer_v2(groups, opt="adamw", lr=config.lr, weight_decay=config.weight_decay)
@@ -292,7 +294,7 @@ class ClassificationTrainer:
     def record(self, split: str, name: str, value: float, step: int = 0) -> dict[str, Any]:
         """A metric row of this run as the results store takes it (``MetricRecord``)."""
         return MetricRecord(TASK, self.config.dataset, split, name, value, step, self.config.model,
-                            self.config.variant).to_dict()
+                            self.config.variant, self.layout).to_dict()
 
     def fit(self) -> ClassificationResult:
         config = self.config
@@ -343,7 +345,8 @@ class ClassificationTrainer:
             rows += [row for row in evaluate_variants(
                 export_url, config.data_url, config.eval_variants, split=config.val_split, dataset=config.dataset,
                 batch_size=config.batch_size, num_workers=config.num_workers, runtime=self.runtime,
-                crop_pct=config.crop_pct, progress=config.progress and self.runtime.is_main)
+                crop_pct=config.crop_pct, window_size=config.window_size,
+                progress=config.progress and self.runtime.is_main)
                 if (row["split"], row["name"], row["variant"]) not in seen]
         metrics_url = join_url(config.output_url, "metrics.json")
         if self.runtime.is_main:
@@ -374,13 +377,15 @@ def evaluate_variants(
     device: str = "auto",
     runtime: Optional[Runtime] = None,
     crop_pct: Optional[float] = None,
+    window_size: Optional[int] = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Evaluate one fine-tuned ``model.safetensors`` under each acceleration variant.
 
     Returns metric rows per variant: ``top1``, ``top5``, ``images_per_s`` (the model's forward alone on
     one device, data loading excluded) and ``speedup`` over the ``baseline`` variant (over the first
-    variant when ``baseline`` is not among them). Accuracy and speed-up thus come from the same weights.
+    variant when ``baseline`` is not among them). Accuracy and speed-up thus come from the same weights,
+    and every row carries the layout it ran with (``window_size`` sets the windowed variants' windows).
     With a distributed ``runtime`` (under ``torchrun``) every rank calls this and evaluates its share of
     the images; the accuracies are over all of them, the speeds this rank's.
     """
@@ -404,9 +409,11 @@ def evaluate_variants(
     val = ImageNetFolder(data_url, split, transform, classes=json.loads(metadata["classes"]))
     loader = _eval_loader(val, batch_size, runtime, num_workers)
     results: dict[str, dict[str, float]] = {}
+    layouts = {}
     for variant in tqdm(variants, desc="variants", disable=not progress):
         model = timm.create_model(name, num_classes=int(metadata["num_classes"]), img_size=img_size, **model_kwargs)
-        set_acceleration(model, variant)
+        layouts[variant] = effective_layout(set_acceleration(model, resolve_variant(variant, window_size)), img_size,
+                                            len(model.blocks))
         load_checkpoint(model, checkpoint)
         results[variant] = evaluate(model.to(runtime.device), loader, runtime.device,
                                     distributed=runtime.distributed)
@@ -417,5 +424,5 @@ def evaluate_variants(
     for variant, scores in results.items():
         for metric, value in (("top1", scores["top1"]), ("top5", scores["top5"]), ("images_per_s", speeds[variant]),
                               ("speedup", speeds[variant] / speeds[reference])):
-            rows.append(MetricRecord(TASK, dataset, split, metric, value, 0, name, variant).to_dict())
+            rows.append(MetricRecord(TASK, dataset, split, metric, value, 0, name, variant, layouts[variant]).to_dict())
     return rows

@@ -9,6 +9,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCE
 
 from itpn.config import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, ConfigValueError, DataclassConfig, Range
 from itpn.models.acceleration import get_variant
+from itpn.models.layout import check_active, stage3_depth
 from itpn.records import model_family, model_size
 
 from .optim import LAYER_DECAY_RULES
@@ -77,6 +78,9 @@ class ClassificationConfig(DataclassConfig):
     pretrained: Optional[str] = None  # pre-training export (safetensors) or released checkpoint URL
     variant: str = "baseline"  # acceleration variant used while fine-tuning
     eval_variants: list[str] = field(default_factory=list)  # also evaluate the final weights under these
+    # tokens per window side of the windowed variants (None: the variants' own 16, see itpn.models.layout);
+    # a variant whose windows cover the whole img_size grid, or whose migration drops nothing there, is refused
+    window_size: Optional[int] = None
     # data: an ImageNet folder (<data_url>/<split>/<wnid>/<image>)
     data_url: str = ""
     dataset: str = "imagenet"  # the name metrics are recorded under
@@ -130,7 +134,7 @@ class ClassificationConfig(DataclassConfig):
     RANGES = {
         # labels_per_class: None is the whole train split; checkpoint_every: 0 checkpoints at epoch ends only
         **dict.fromkeys(("labels_per_class", "img_size", "batch_size", "accum_steps", "epochs", "log_every",
-                         "stop_after_epochs", "max_steps_per_epoch"), COUNT),
+                         "stop_after_epochs", "max_steps_per_epoch", "window_size"), COUNT),
         **dict.fromkeys(("num_workers", "warmup_epochs", "min_lr", "warmup_lr", "weight_decay", "mixup", "cutmix",
                          "color_jitter", "checkpoint_every", "seed"), NON_NEGATIVE),
         **dict.fromkeys(("lr", "clip_grad"), POSITIVE),
@@ -172,6 +176,10 @@ class ClassificationConfig(DataclassConfig):
             raise ValueError(f"mixup/cutmix mix pairs of images: batch_size must be even, got {self.batch_size}")
         for variant in [self.variant, *self.eval_variants]:
             get_variant(variant)  # an unknown name fails here, before any data is read
+        accelerated = [variant for variant in (self.variant, *self.eval_variants) if variant != "baseline"]
+        if accelerated:  # InactiveVariantError names each variant that would not act at img_size
+            check_active(accelerated, self.img_size, stage3_depth(self.model, self.model_kwargs),
+                         window_size=self.window_size)
         if not self.data_url:
             raise ValueError("data_url is empty: point it at an ImageNet folder holding train/ and val/")
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from itpn.models import HiViT, LoadReport, load_checkpoint
-from itpn.models.acceleration import get_variant, set_acceleration
+from itpn.models.acceleration import set_acceleration
+from itpn.models.layout import resolve_variant
 from itpn.models.layers import units_to_map
 from itpn.models.pyramid import FeaturePyramid
 
@@ -37,7 +38,9 @@ class ITPNBackbone(BaseModule):
     strictly: every backbone and pyramid weight must be in it. ``load_pyramid=False`` loads the backbone
     alone and starts the pyramid from scratch (the paper's Table 8 "loaded ✗" column, and the only way
     to use an export pre-trained without the pyramid). ``acceleration`` names a variant of
-    ``itpn.models.acceleration`` (``baseline``, ``migration_30``, ``window_gathering_hrpe`` ...).
+    ``itpn.models.acceleration`` (``baseline``, ``migration_30``, ``window_gathering_hrpe`` ...);
+    ``window_size`` the tokens per window side of a windowed variant (None: the variant's own,
+    ``itpn.models.layout.resolve_variant``).
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class ITPNBackbone(BaseModule):
         fpn_depth: int = 1,
         drop_path_rate: float = 0.1,
         acceleration: str = "baseline",
+        window_size: Optional[int] = None,
         checkpoint: Optional[str] = None,
         load_pyramid: bool = True,
         grad_checkpointing: bool = False,
@@ -63,11 +67,11 @@ class ITPNBackbone(BaseModule):
         if out == "pyramid+backbone" and pyramid_extra_levels:
             raise ValueError("ITPNBackbone out='pyramid+backbone' makes its own stride-32 level: set "
                              "pyramid_extra_levels=0")
-        get_variant(acceleration)  # an unknown name fails here, naming the valid ones
+        config = resolve_variant(acceleration, window_size)  # an unknown name fails here, naming the valid ones
         self.model: HiViT = timm.create_model(
             model_name, pyramid=True, num_classes=0, img_size=img_size, fpn_dim=fpn_dim, fpn_depth=fpn_depth,
             pyramid_extra_levels=pyramid_extra_levels, drop_path_rate=drop_path_rate, **(model_kwargs or {}))
-        set_acceleration(self.model, acceleration)
+        set_acceleration(self.model, config)
         self.model.set_grad_checkpointing(grad_checkpointing)
         self.model_name = model_name
         self.acceleration = acceleration

@@ -12,7 +12,9 @@ ignores: ``itpn_task`` and ``itpn_dataset``.
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections import Counter
 from typing import Any, Mapping, Optional
 
 import torch
@@ -21,6 +23,8 @@ from mmengine.runner import Runner
 
 from itpn.data import split_dota
 from itpn.data.ade20k import find_base as find_ade20k_base
+from itpn.models.acceleration import get_acceleration
+from itpn.models.layout import TokenLayout, effective_layout
 from itpn.records import MetricRecord, write_metrics
 
 from .metric_hook import MetricRecordsHook, store_name, usable
@@ -54,6 +58,33 @@ def set_data_root(cfg: Config, data_root: str) -> None:
             evaluator.ann_file = os.path.join(root, loader.dataset.ann_file)
 
 
+log = logging.getLogger(__name__)
+
+
+def watch_evaluation_sizes(runner: Runner) -> Counter:
+    """Count the input sizes (H, W) in px the backbone sees in evaluation (images per size), from now on."""
+    backbone = getattr(runner.model, "module", runner.model).backbone
+    sizes: Counter = Counter()
+
+    def count(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if not module.training:
+            sizes[tuple(int(side) for side in args[0].shape[-2:])] += int(args[0].shape[0])
+
+    backbone.register_forward_pre_hook(count)
+    return sizes
+
+
+def evaluated_layout(runner: Runner, sizes: Counter) -> Optional[TokenLayout]:
+    """The layout of the backbone's acceleration at the input size it evaluated most images at (None when it
+    evaluated none); several sizes (keep-ratio resizing of varied images) are logged."""
+    if not sizes:
+        return None
+    if len(sizes) > 1:
+        log.warning("the backbone evaluated several input sizes %s; rows record the most frequent", dict(sizes))
+    model = getattr(runner.model, "module", runner.model).backbone.model
+    return effective_layout(get_acceleration(model), sizes.most_common(1)[0][0], len(model.blocks))
+
+
 def run_task(
     task: str,
     config: str | Mapping[str, Any] | Config,
@@ -74,7 +105,8 @@ def run_task(
     backbone's, ``data_root`` the data sets' (and the COCO evaluator's annotation file);
     ``cfg_options`` are dotted-key overrides as mmengine takes them. With ``resume`` (the default) a
     training run continues from the latest checkpoint in ``work_dir`` when there is one (a killed run
-    picks up where it stopped; the training curve keeps the rows up to that checkpoint).
+    picks up where it stopped; the training curve keeps the rows up to that checkpoint). The validation
+    rows carry the layout the backbone evaluated with, at the input size it saw (``evaluated_layout``).
     """
     cfg = load_config(config, cfg_options)
     if data_root is not None:
@@ -109,13 +141,15 @@ def run_task(
     if not torch.cuda.is_available():
         torch.set_flush_denormal(True)  # CPU: denormal optimizer states slow training down tenfold over time
     runner = Runner.from_cfg(cfg)
+    sizes = watch_evaluation_sizes(runner)
     hook = next(h for h in runner.hooks if isinstance(h, MetricRecordsHook))
     if train:
         runner.train()  # validates after the last iteration / epoch
         metrics = hook.latest
     else:
         metrics = {store_name(k): v for k, v in runner.val().items()}
-    rows = [MetricRecord(task, dataset, "val", name, float(value), 0, model_name, variant_name)
+    layout = evaluated_layout(runner, sizes)
+    rows = [MetricRecord(task, dataset, "val", name, float(value), 0, model_name, variant_name, layout)
             for name, value in metrics.items() if usable(value)]
     if not rows:
         raise RuntimeError(f"the {task} evaluation in {cfg.work_dir} produced no metric (a detector with no "

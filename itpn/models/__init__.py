@@ -1,4 +1,6 @@
 """HiViT, iTPN and Fast-iTPN, registered with timm (``timm.create_model(name)`` after ``import itpn.models``)."""
+from itpn.records import LAYOUT_FIELDS, TokenLayout
+
 from . import fast_itpn, hivit, itpn  # noqa: F401  (registers the models with timm)
 from .acceleration import (
     VARIANTS,
@@ -10,6 +12,7 @@ from .acceleration import (
 )
 from .checkpoint import CheckpointMismatchError, LoadReport, load_checkpoint, read_state_dict, save_safetensors
 from .hivit import BackboneOutput, HiViT
+from .layout import effective_layout, inactive_reason, resolve_variant, stage3_depth
 from .pyramid import FeaturePyramid
 
 MODEL_NAMES = (
@@ -35,7 +38,8 @@ def create_model(name: str, **kwargs):
 
 
 __all__ = [
-    "AccelerationConfig", "BackboneOutput", "CheckpointMismatchError", "FeaturePyramid", "HiViT", "LoadReport",
-    "MODEL_NAMES", "Stage3Accelerator", "VARIANTS", "create_model", "get_acceleration", "get_variant",
-    "load_checkpoint", "read_state_dict", "save_safetensors", "set_acceleration",
+    "AccelerationConfig", "BackboneOutput", "CheckpointMismatchError", "FeaturePyramid", "HiViT", "LAYOUT_FIELDS",
+    "LoadReport", "MODEL_NAMES", "Stage3Accelerator", "TokenLayout", "VARIANTS", "create_model", "effective_layout",
+    "get_acceleration", "get_variant", "inactive_reason", "load_checkpoint", "read_state_dict", "resolve_variant",
+    "save_safetensors", "set_acceleration", "stage3_depth",
 ]

@@ -1,8 +1,10 @@
 """The results store's tables: experiments, runs (with their attempts), metrics, benchmarks and artifacts.
 
 Natural keys make every write idempotent: an experiment by its name, a run by its run key,
-an attempt by (run, start time), a metric by (run, task, dataset, split, name, step, model, variant), a benchmark row by
-(run, model, variant, resolution, batch size, device, dtype), an artifact by its URL.
+an attempt by (run, start time), a metric by (run, task, dataset, split, name, step, model, variant, input size), a
+benchmark row by (run, model, variant, resolution, batch size, device, dtype), an artifact by its URL. Metric and
+benchmark rows of one acceleration variant carry the layout it ran with (``LayoutColumns``: the fields of
+``itpn.records.TokenLayout``; input size 0 and the rest NULL for a row without one).
 Key columns are NOT NULL (``''`` stands for "not applicable") because unique constraints
 treat NULLs as distinct in both SQLite and PostgreSQL.
 """
@@ -112,10 +114,27 @@ class RunAttempt(Base):
     run: Mapped[Run] = relationship(back_populates="history")
 
 
-class Metric(Base):
+class LayoutColumns:
+    """The input size and acceleration layout of a row (``itpn.records.TokenLayout``, one column a field)."""
+
+    input_h: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    input_w: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    grid_h: Mapped[int | None] = mapped_column(Integer)
+    grid_w: Mapped[int | None] = mapped_column(Integer)
+    windows_h: Mapped[int | None] = mapped_column(Integer)
+    windows_w: Mapped[int | None] = mapped_column(Integer)
+    window_h: Mapped[int | None] = mapped_column(Integer)
+    window_w: Mapped[int | None] = mapped_column(Integer)
+    gathering_tokens: Mapped[int | None] = mapped_column(Integer)
+    migrated_per_layer: Mapped[str | None] = mapped_column(Text)
+    tokens_left: Mapped[float | None] = mapped_column(Float)
+
+
+class Metric(LayoutColumns, Base):
     __tablename__ = "metrics"
     __table_args__ = (
-        UniqueConstraint("run_id", "task", "dataset", "split", "name", "step", "model", "variant"),
+        UniqueConstraint("run_id", "task", "dataset", "split", "name", "step", "model", "variant", "input_h",
+                         "input_w"),
         Index("ix_metrics_lookup", "task", "model", "variant", "name"),
     )
 
@@ -132,7 +151,7 @@ class Metric(Base):
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Benchmark(Base):
+class Benchmark(LayoutColumns, Base):
     __tablename__ = "benchmarks"
     __table_args__ = (
         UniqueConstraint("run_id", "model", "variant", "resolution", "batch_size", "device", "dtype"),

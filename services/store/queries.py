@@ -4,6 +4,11 @@ A reader opens the store read-only. Queries return pandas DataFrames with UTC ti
 Speed-up of a benchmark row = its img/s over the ``baseline`` variant's img/s for the same
 model, resolution, batch size, device and dtype, taken from the same run when that run
 measured the baseline, else from the newest baseline measured in the selected runs.
+
+A point of accuracy against speed-up is one configuration: an accuracy and a benchmark of the same model
+and variant pair only when their input size and acceleration layout (``itpn.records.TokenLayout``,
+``LAYOUT_FIELDS``) are equal. An accuracy without such a benchmark keeps a NaN speed-up and says in
+``missing`` which half is missing.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, Select, func, select
 
-from itpn.records import MAIN_METRICS, model_family, model_size
+from itpn.records import LAYOUT_FIELDS, MAIN_METRICS, TokenLayout, model_family, model_size
 from services import settings
 from services.store.engine import (
     StoreNotInitialisedError,
@@ -25,7 +30,7 @@ from services.store.engine import (
     sqlite_path,
 )
 from services.store.migrate import current_revision, head_revision
-from services.store.models import Artifact, Benchmark, Experiment, Metric, Run, RunAttempt
+from services.store.models import Artifact, Benchmark, Experiment, LayoutColumns, Metric, Run, RunAttempt
 
 BASELINE = "baseline"
 _SPEED_KEY = ["model", "resolution", "batch_size", "device", "dtype"]
@@ -42,6 +47,16 @@ def pareto_front(points: pd.DataFrame, x: str = "speedup", y: str = "accuracy") 
             keep.append(index)
             best_y = value
     return ordered.loc[keep].sort_values(x)
+
+
+def describe_layout(row: Any) -> str:
+    """The configuration of a row with layout columns in words (``TokenLayout.describe``); ``""`` without one."""
+    layout = TokenLayout.from_mapping({key: getattr(row, key, None) for key in LAYOUT_FIELDS})
+    return layout.describe() if layout is not None else ""
+
+
+def _layout_columns(table: type[LayoutColumns]) -> list[Any]:
+    return [getattr(table, key) for key in LAYOUT_FIELDS]
 
 
 def _utc(frame: pd.DataFrame) -> pd.DataFrame:
@@ -135,7 +150,7 @@ class ResultsReader:
         name: str | None = None,
         completed_only: bool = False,
     ) -> pd.DataFrame:
-        """Metric rows with their run's experiment, status and end time."""
+        """Metric rows with their run's experiment, status and end time, and the layout columns."""
         statement = (
             select(
                 Metric.run_id,
@@ -151,6 +166,7 @@ class ResultsReader:
                 Metric.step,
                 Metric.value,
                 Metric.recorded_at,
+                *_layout_columns(Metric),
             )
             .join(Run, Metric.run_id == Run.id)
             .join(Experiment, Run.experiment_id == Experiment.id)
@@ -175,7 +191,8 @@ class ResultsReader:
         return self.metrics(run_id=run_id)
 
     def benchmarks(self, experiment: str | None = None, device: str | None = None) -> pd.DataFrame:
-        """Benchmark rows of completed runs with a ``speedup`` column (NaN where no baseline exists)."""
+        """Benchmark rows of completed runs with a ``speedup`` column (NaN where no baseline exists), their
+        layout columns and ``configuration`` (the layout in words)."""
         statement = (
             select(
                 Benchmark.run_id,
@@ -191,6 +208,7 @@ class ResultsReader:
                 Benchmark.memory_mb,
                 Benchmark.gflops,
                 Benchmark.recorded_at,
+                *_layout_columns(Benchmark),
             )
             .join(Run, Benchmark.run_id == Run.id)
             .join(Experiment, Run.experiment_id == Experiment.id)
@@ -205,34 +223,54 @@ class ResultsReader:
         for column in ("images_per_s", "latency_ms", "memory_mb", "gflops"):
             frame[column] = frame[column].astype(float)
         frame["speedup"] = _speedups(frame)
+        frame["configuration"] = [describe_layout(row) for row in frame.itertuples()]
         return frame
 
     def accuracy_vs_speedup(
         self, experiment: str | None = None, device: str | None = None, split: str = "val"
     ) -> pd.DataFrame:
-        """One row per (task, model, variant, device, resolution): the task's main metric and speed-up.
+        """One row per (task, model, variant, configuration): the task's main metric and its speed-up.
 
-        The accuracy is the newest value of the task's main metric (``MAIN_METRICS``) on
-        ``split`` from completed runs. The speed-up comes from the largest-batch benchmark of
-        that model and variant (only ``device``'s benchmarks when one is given); ``baseline``
-        is 1.0 by definition, and a variant with no benchmark has NaN.
+        The accuracy is the newest value of the task's main metric (``MAIN_METRICS``) on ``split`` from
+        completed runs, per input size and layout. Its speed-up comes from the largest-batch, newest
+        benchmark of the same model and variant whose input size and layout (``LAYOUT_FIELDS``) are the
+        same (only ``device``'s benchmarks when one is given); a benchmark of another size or layout
+        never pairs. Without one, ``speedup`` is NaN and ``missing`` names the missing half (e.g. ``no
+        benchmark at 128×128 for window_gathering``); paired rows have ``missing == ""``.
+        ``configuration`` is the layout in words, ``benchmark_dtype`` the benchmark's dtype, ``eval_device`` and
+        ``eval_dtype`` where the accuracy was measured (its run's GPU or ``cpu``; its fine-tune's ``amp_dtype``).
         """
         metrics = self.metrics(experiment=experiment, split=split, completed_only=True)
         main = metrics[metrics["task"].map(MAIN_METRICS) == metrics["name"]]
         main = main[main["variant"] != ""]
         newest = main.sort_values(["finished_at", "step", "recorded_at"]).drop_duplicates(
-            ["task", "dataset", "model", "variant"], keep="last"
+            ["task", "dataset", "model", "variant", *LAYOUT_FIELDS], keep="last"
         )
-        accuracy = newest[["task", "dataset", "model", "variant", "name", "value", "run_id"]].rename(
+        # A run's rows without a layout (an OpenMMLab fine-tune's validation curve) repeat the final value its
+        # rows with one hold: only a run that has no row with a layout shows them, as recorded before 0004.
+        run_key = ["run_id", "task", "dataset", "model", "variant"]
+        laid_out = newest.loc[newest["input_h"] > 0, run_key].drop_duplicates()
+        repeated = newest[run_key].merge(laid_out, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+        newest = newest[~(repeated & (newest["input_h"] <= 0).to_numpy())]
+        accuracy = newest[["task", "dataset", "model", "variant", "name", "value", "run_id", *LAYOUT_FIELDS]].rename(
             columns={"name": "metric", "value": "accuracy"}
         )
-
         speed = self.benchmarks(experiment=experiment, device=device)
-        speed = speed.sort_values(["batch_size", "recorded_at"]).drop_duplicates(
-            ["model", "variant", "device", "resolution"], keep="last"
-        )[["model", "variant", "device", "resolution", "batch_size", "images_per_s", "speedup"]]
-        points = accuracy.merge(speed, on=["model", "variant"], how="left")
-        points.loc[points["variant"] == BASELINE, "speedup"] = 1.0
+        speed = speed[speed["input_h"] > 0].sort_values(["batch_size", "recorded_at"]).drop_duplicates(
+            ["model", "variant", "device", *LAYOUT_FIELDS], keep="last"
+        )[["model", "variant", "device", "resolution", "batch_size", "dtype", "images_per_s", "speedup",
+           *LAYOUT_FIELDS]].rename(columns={"dtype": "benchmark_dtype"})
+        keys = ["model", "variant", *LAYOUT_FIELDS]
+        with_layout = accuracy[accuracy["input_h"] > 0]
+        points = with_layout.merge(speed, on=keys, how="left")
+        points = pd.concat([points, accuracy[accuracy["input_h"] <= 0]], ignore_index=True)
+        points["configuration"] = [describe_layout(row) for row in points.itertuples()]
+        points["missing"] = [_missing_half(row, device) for row in points.itertuples()]
+        runs = self.runs().set_index("run_id")
+        points["eval_device"] = [(runs.at[run, "hardware"] or {}).get("gpu", "cpu") if run in runs.index else ""
+                                 for run in points["run_id"]]
+        points["eval_dtype"] = [_evaluation_dtype(runs.at[run, "params"] if run in runs.index else None, task)
+                                for run, task in zip(points["run_id"], points["task"])]
         points.insert(3, "size", points["model"].map(model_size))
         points.insert(3, "family", points["model"].map(model_family))
         return points.sort_values(["task", "model", "speedup"]).reset_index(drop=True)
@@ -318,6 +356,29 @@ class ResultsReader:
         if run_id is not None:
             statement = statement.where(Artifact.run_id == run_id)
         return self._frame(statement)
+
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _evaluation_dtype(params: Any, task: str) -> str:
+    """The dtype a run's fine-tune of ``task`` evaluated in: its section's ``amp_dtype`` (float32 without one)."""
+    section = ((params or {}).get("finetune") or {}).get(task) or {}
+    dtype = str(section.get("amp_dtype", "fp32"))
+    return _DTYPES.get(dtype, dtype)
+
+
+def _missing_half(point: Any, device: str | None) -> str:
+    """Why an accuracy row has no speed-up: ``""`` when it has one."""
+    if point.input_h <= 0:
+        return f"{point.variant}: its accuracy was recorded without input size and layout, so no benchmark pairs"
+    if point.speedup == point.speedup:  # not NaN
+        return ""
+    where = f" on {device}" if device else ""
+    if point.images_per_s == point.images_per_s:
+        return (f"no baseline benchmark at {int(point.input_h)}×{int(point.input_w)}{where} for "
+                f"{point.variant}'s speed-up")
+    return f"no benchmark at {int(point.input_h)}×{int(point.input_w)} for {point.variant}{where} with its layout"
 
 
 def _speedups(frame: pd.DataFrame) -> pd.Series:

@@ -28,7 +28,7 @@ from services.store.engine import StoreError, check_connection, make_engine
 from services.store.migrate import upgrade
 from services.store.models import Artifact, Benchmark, Experiment, Metric, Run, RunAttempt, utcnow
 
-_METRIC_KEY = ("run_id", "task", "dataset", "split", "name", "step", "model", "variant")
+_METRIC_KEY = ("run_id", "task", "dataset", "split", "name", "step", "model", "variant", "input_h", "input_w")
 _BENCHMARK_KEY = ("run_id", "model", "variant", "resolution", "batch_size", "device", "dtype")
 
 

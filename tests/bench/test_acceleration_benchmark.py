@@ -9,7 +9,8 @@ import pytest
 
 from flows.params import PipelineParams
 from itpn.bench.acceleration import benchmark_variants
-from itpn.records import BenchmarkRecord
+from itpn.models import LAYOUT_FIELDS, effective_layout
+from itpn.records import BenchmarkRecord, as_record
 
 ROOT = Path(__file__).parents[2]
 
@@ -21,10 +22,11 @@ def test_small_run_writes_rows_the_results_store_ingests(tmp_path, load_benchmar
                         "--variants", "migration_30", "window_gathering", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [row["variant"] for row in rows] == ["baseline", "migration_30", "window_gathering"]
-    store_keys = {field.name for field in dataclasses.fields(BenchmarkRecord)}
+    store_keys = {field.name for field in dataclasses.fields(BenchmarkRecord)} - {"layout"} | set(LAYOUT_FIELDS)
     for row in rows:
         assert set(row) == store_keys
-        BenchmarkRecord(**row)
+        # the --small model's 4 stage-3 layers, at 64 px with windows of 2
+        assert as_record(BenchmarkRecord, row).layout == effective_layout(row["variant"], 64, 4, window_size=2)
         assert row["resolution"] == 64 and row["device"] == "cpu" and row["dtype"] == "float32"
         assert row["images_per_s"] > 0 and row["latency_ms"] > 0 and row["memory_mb"] is None
     flops = {row["variant"]: row["gflops"] for row in rows}
@@ -45,10 +47,11 @@ def test_demo_benchmark_shows_the_full_acceleration_faster_than_the_baseline():
     FLOPs 1.40x)."""
     params = PipelineParams.load(ROOT / "params.yaml")
     bench = params.benchmark
-    assert bench.clock == "process" and min(bench.resolutions) >= 512  # where tokens matter
-    rows = benchmark_variants(params.experiment.model, bench.resolutions[0], ["migration_30_gathering"],
+    largest = max(bench.resolutions)
+    assert bench.clock == "process" and largest >= 512  # where tokens matter
+    rows = benchmark_variants(params.experiment.model, largest, ["migration_30_gathering"],
                               batch_size=bench.batch_size, dtype=bench.dtype, model_kwargs=params.experiment.model_kwargs,
-                              window_size=bench.window_size, warmup=bench.warmup, iterations=bench.iterations,
+                              window_size=bench.window_for(largest), warmup=bench.warmup, iterations=bench.iterations,
                               rounds=max(bench.rounds, 3), pyramid=bench.pyramid, clock=bench.clock)
     speed = {row.variant: row.images_per_s for row in rows}
     flops = {row.variant: row.gflops for row in rows}

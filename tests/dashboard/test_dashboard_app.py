@@ -50,24 +50,39 @@ def test_charts_and_tables_render(app_path: Path, filled_store_url: str, monkeyp
     assert "pretrain-base" in at.selectbox(key="curve-run").format_func(at.selectbox(key="curve-run").value)
 
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    points = [trace for trace in spec["data"] if trace["mode"] == "markers+text"]
+    points = [trace for trace in spec["data"] if trace["mode"] == "markers"]
     fronts = [trace for trace in spec["data"] if trace["mode"] == "lines"]
-    assert len(points) == 2 and len(fronts) == 2  # two models, a front each
-    assert sum(len(values(trace["x"])) for trace in points) == 10  # one point per variant
-    base = next(trace for trace in points if trace["name"] == "fast_itpn_base_patch16_224")
-    by_variant = dict(zip(values(base["text"]), values(base["x"])))  # every point carries its variant's name
-    assert by_variant == pytest.approx({"baseline": 1.0, "migration_10": 1.15, "migration_20": 1.2,
-                                        "window_gathering_hrpe": 1.7, "window": 1.9})
+    assert len(points) == 10 and len(fronts) == 2  # a trace per (model, variant), a front per model
+    assert all("text" not in trace for trace in points)  # labels live in the legend and the hover, never on a point
+    base = {trace["customdata"][0][0]: values(trace["x"])[0] for trace in points
+            if trace["customdata"][0][1] == "fast_itpn_base_patch16_224"}
+    assert base == pytest.approx({"baseline": 1.0, "migration_10": 1.15, "migration_20": 1.2,
+                                  "window_gathering_hrpe": 1.7, "window": 1.9})
+    assert {trace["name"] for trace in points} >= {"window · base", "window · tiny"}
+    window = next(trace for trace in points if trace["name"] == "window · base")
+    assert window["customdata"][0][2] == "224×224 px, grid 14×14, 2×2 windows of 7×7"  # its configuration on hover
     base_front = next(trace for trace in fronts if trace["name"].startswith("fast_itpn_base"))
     assert values(base_front["x"]) == pytest.approx([1.15, 1.7, 1.9])  # migration_20 is dominated
     assert any(shape["x0"] == 1.0 and shape["x1"] == 1.0 for shape in spec["layout"]["shapes"])
-    assert spec["layout"]["xaxis"]["title"]["text"] == "measured speed-up over baseline (×) at 224² px on cpu"
+    assert spec["layout"]["xaxis"]["title"]["text"] == ("measured speed-up over baseline (×)<br>at 224×224 px on cpu, "
+                                                        "float32, batch 32")
+    assert spec["layout"]["yaxis"]["title"]["text"] == "top1 (%, val)<br>at 224×224 px on cpu, float32"
     assert at.sidebar.selectbox(key="device").value == "cpu"
+    table_of_points = table(at, "configuration")
+    assert len(table_of_points) == 20  # 2 tasks x 2 models x 5 variants, each with its configuration
+    assert table_of_points["configuration"].str.startswith("224×224 px, grid 14×14, ").all()
+    assert set(table_of_points.loc[table_of_points["variant"] == "window", "configuration"]) == {
+        "224×224 px, grid 14×14, 2×2 windows of 7×7"}
+    [warning] = [element.value for element in at.warning]
+    assert "no benchmark at 128×128 for window_gathering" in warning  # the half that is missing, named
+    assert "no accuracy at 512×512 for window (fast_itpn_base_patch16_224" in warning
 
     benchmarks = table(at, "images_per_s")
-    assert len(benchmarks) == 10 and set(benchmarks["device"]) == {"cpu"}
+    assert len(benchmarks) == 11 and set(benchmarks["device"]) == {"cpu"}
     assert "memory_mb" not in benchmarks.columns  # nothing measured it on CPU
-    assert benchmarks.loc[benchmarks["variant"] == "window", "speedup"].round(2).tolist() == [1.9, 1.9]
+    window = benchmarks[benchmarks["variant"] == "window"]
+    assert window.loc[window["resolution"] == 224, "speedup"].round(2).tolist() == [1.9, 1.9]
+    assert window.loc[window["resolution"] == 512, "speedup"].isna().all()  # no baseline timed at 512²
     runs = table(at, "run_key")
     assert set(runs["status"]) == {"completed", "failed"}
     assert runs.loc[runs["status"] == "failed", "error"].tolist() == ["RuntimeError: CUDA out of memory"]
@@ -81,7 +96,8 @@ def test_filters_change_what_is_shown(app_path: Path, filled_store_url: str, mon
 
     at.sidebar.multiselect(key="models").set_value([TINY]).run()
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert {trace["name"] for trace in spec["data"] if trace["mode"] == "markers+text" and "yaxis" not in trace} == {TINY}
+    assert {trace["customdata"][0][1] for trace in spec["data"]
+            if trace["mode"] == "markers" and not trace["name"].startswith("paper")} == {TINY}
     assert set(table(at, "images_per_s")["model"]) == {TINY}
 
     at.sidebar.selectbox(key="device").set_value("cuda").run()
@@ -92,7 +108,7 @@ def test_filters_change_what_is_shown(app_path: Path, filled_store_url: str, mon
     assert not at.exception
     assert table(at, "run_key")["run_key"].tolist() == ["broken-run"]
     assert not [title for title in chart_titles(at) if "speed-up" in title]
-    assert any("No accuracy" in info.value for info in at.info)
+    assert any("No accuracy with a benchmark of the same configuration" in info.value for info in at.info)
 
 
 def test_x_axis_switches_to_flop_reduction_and_the_paper_points_stand_beside_ours(
@@ -101,8 +117,10 @@ def test_x_axis_switches_to_flop_reduction_and_the_paper_points_stand_beside_our
     at = started(app_path, filled_store_url, monkeypatch)
     detection = json.loads(at.get("plotly_chart")[1].proto.spec)
     paper = [trace for trace in detection["data"] if trace["name"].startswith("paper, Fig. 5")]
-    assert len(paper) == 1 and paper[0]["yaxis"] == "y2"
-    paper_points = dict(zip(values(paper[0]["text"]), values(paper[0]["x"])))
+    assert len(paper) == 1 and "yaxis" not in paper[0]  # the same quantities (speed-up ×, mAP %): the same axes
+    paper_points = dict(zip([row[0] for row in paper[0]["customdata"]], values(paper[0]["x"])))
+    ours = [trace for trace in detection["data"] if trace["mode"] == "markers" and trace["name"] == "baseline · base"]
+    assert values(ours[0]["y"]) == pytest.approx([53.4])  # COCO's [0, 1] mAP drawn in % beside the paper's 53.4
     assert paper_points["migration_30"] == pytest.approx(1.23) and paper_points["window"] == pytest.approx(1.9)
     assert len(paper_points) == 8  # Figure 5's rows
 
@@ -110,9 +128,11 @@ def test_x_axis_switches_to_flop_reduction_and_the_paper_points_stand_beside_our
     assert chart_titles(at)[:2] == ["classification: top1 vs FLOP reduction", "detection: bbox_mAP vs FLOP reduction"]
     spec = json.loads(at.get("plotly_chart")[1].proto.spec)
     assert not [trace for trace in spec["data"] if trace["name"].startswith("paper")]  # the paper gives no FLOPs
-    base = next(trace for trace in spec["data"] if trace["name"] == "fast_itpn_base_patch16_224")
+    assert "the paper's points" in chart_titles(at)[2]  # ... so they stand in a panel of their own
+    base = {trace["customdata"][0][0]: values(trace["x"])[0] for trace in spec["data"]
+            if trace["mode"] == "markers" and trace["customdata"][0][1] == "fast_itpn_base_patch16_224"}
     # gflops = 17 / factor in the test rows, so the FLOP reduction equals each variant's factor
-    assert dict(zip(values(base["text"]), values(base["x"]))) == pytest.approx(
+    assert base == pytest.approx(
         {"baseline": 1.0, "migration_10": 1.15, "migration_20": 1.2, "window_gathering_hrpe": 1.7, "window": 1.9})
     assert spec["layout"]["xaxis"]["title"]["text"].startswith("FLOP reduction")
 

@@ -33,6 +33,21 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Per plot: the boxes of every text that names a variant (legend entries, and text drawn at points if any).
+LABEL_BOXES = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(plot => ({
+    title: (plot.querySelector('.gtitle') || {}).textContent || '',
+    boxes: Array.from(plot.querySelectorAll('.legend .legendtext, .scatterlayer .textpoint text')).map(node => {
+        const box = node.getBoundingClientRect();
+        return {text: node.textContent, left: box.left, right: box.right, top: box.top, bottom: box.bottom};
+    }),
+}))"""
+
+
+def overlapping(boxes: list[dict]) -> list[tuple[str, str]]:
+    """The pairs of label boxes that cover each other (more than a pixel each way)."""
+    return [(a["text"], b["text"]) for index, a in enumerate(boxes) for b in boxes[index + 1:]
+            if min(a["right"], b["right"]) - max(a["left"], b["left"]) > 1
+            and min(a["bottom"], b["bottom"]) - max(a["top"], b["top"]) > 1]
 
 
 def free_port() -> int:
@@ -99,6 +114,7 @@ def test_dashboard_renders_in_chromium(dashboard_url: str, tmp_path: Path) -> No
             annotations = page.locator(".js-plotly-plot .annotation-text").all_text_contents()
             markers = page.locator(".js-plotly-plot .scatterlayer .point").count()
             headers = page.locator("h2").all_inner_texts()
+            labels = page.evaluate(LABEL_BOXES)
             body = page.inner_text("body")
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
@@ -110,6 +126,12 @@ def test_dashboard_renders_in_chromium(dashboard_url: str, tmp_path: Path) -> No
     expected_headers = ["Accuracy vs speed-up", "Benchmarks", "Runs", "Training curves"]
     assert [header.strip() for header in headers[:4]] == expected_headers
     assert annotations.count("baseline 1.0×") == 2  # the 1.0× line on both accuracy charts
+    panels = [plot for plot in labels if "vs speed-up" in plot["title"]]
+    assert len(panels) == 2
+    for panel in panels:  # every variant named once per model, and no two names drawn over each other
+        assert len(panel["boxes"]) >= 10 and all(box["right"] > box["left"] for box in panel["boxes"]), panel
+        assert overlapping(panel["boxes"]) == [], panel["title"]
+    assert "no benchmark at 128×128 for window_gathering" in body  # the missing half, said on the page
     assert "(broken-run)" in body  # the failed run's error expander (tables draw on a canvas)
     assert "(read-only)" in body
     assert screenshot.stat().st_size > 20_000

@@ -225,3 +225,61 @@ def test_a_missing_or_broken_file_is_one_line(tmp_path):
     empty.write_text("# nothing set yet\n")
     [line] = problems(empty)
     assert "the file is empty (no sections)" in line
+
+
+def test_a_variant_that_would_not_act_at_its_size_is_refused_naming_the_grid_and_the_fix(tmp_path):
+    """Windows as large as the token grid are global attention, and 10 % of a 4-token grid migrates no token:
+    such a variant would be recorded as a result equal to the baseline, so loading the parameters refuses it,
+    one line per setting, naming the grid and the setting that makes it act."""
+    path = write_params(tmp_path, finetune={
+        "classification": {**CLASSIFICATION, "eval_variants": ["baseline", "migration_10", "window", "window_hrpe"]},
+        "detection": {**DETECTION, "eval_variants": ["window_gathering"]}},
+        benchmark={"resolutions": [64, 512], "variants": ["window"], "window_size": {512: 8}})
+    lines = problems(path)
+    by_key = {line.split(": ", 1)[1].split(" = ")[0]: line for line in lines}
+    assert set(by_key) == {"finetune.classification.window_size", "finetune.classification.eval_variants",
+                           "finetune.detection.cfg_options.model.backbone.window_size", "benchmark.window_size.64"}
+    window = by_key["finetune.classification.window_size"]
+    assert ("window, window_hrpe: windows of 16×16 tokens cover the whole grid at 32×32 px (a 2×2 token grid)"
+            in window and "Fix: set window_size to at most 1" in window)
+    migration = by_key["finetune.classification.eval_variants"]
+    assert "migration_10: migration drops no token of the 4 per window at 32×32 px (a 2×2 token grid)" in migration
+    detection = by_key["finetune.detection.cfg_options.model.backbone.window_size"]
+    assert "at 128×128 px (a 8×8 token grid)" in detection and "at most 4" in detection  # the config's test size
+    assert "at 64×64 px (a 4×4 token grid)" in by_key["benchmark.window_size.64"]  # 512 has its own windows of 8
+
+    path = write_params(tmp_path, finetune={
+        "classification": {**CLASSIFICATION, "window_size": 1, "eval_variants": ["migration_30", "window"]},
+        "detection": {**DETECTION, "cfg_options": {"model.backbone.window_size": 4},
+                      "eval_variants": ["window_gathering"]}},
+        benchmark={"resolutions": [64, 512], "variants": ["window"], "window_size": {64: 2, 512: 8}})
+    assert PipelineParams.load(path).benchmark.window_for(64) == 2  # the settings the lines named: accepted
+
+
+def test_the_demo_evaluates_and_times_every_variant_in_one_acting_configuration():
+    """params.yaml (`itpn demo`): every task's variants act where they are evaluated (windows split the token
+    grid in two or more per side, migration drops tokens), and the benchmark times each of them at the same
+    size with the same layout, so every accuracy of the demo has its speed-up on the dashboard."""
+    from flows.params import OpenMMLabSection
+    from itpn.models import get_variant
+    from itpn.models.layout import effective_layout, stage3_depth
+
+    params = PipelineParams.load(REPO / "params.yaml")
+    depth = stage3_depth(params.experiment.model, params.experiment.model_kwargs)
+    timed = {(size, size): params.benchmark.window_for(size) for size in params.benchmark.resolutions}
+    sizes = {}
+    for task, section in params.finetune.items():
+        if task == "classification":
+            size, window = (section["img_size"],) * 2, section.get("window_size")
+        else:
+            size, window = params.openmmlab_evaluation(OpenMMLabSection.model_validate(section))
+        sizes[task] = size
+        assert size in timed and timed[size] == window, (task, size, window)  # the same configuration is timed
+        for variant in section["eval_variants"]:
+            layout = effective_layout(variant, size, depth, window_size=window)
+            if get_variant(variant).window_size is not None:
+                assert layout.windows_h > 1 and layout.windows_w > 1, (task, variant, layout)
+            if get_variant(variant).migration:
+                assert layout.tokens_left < 1.0, (task, variant, layout)
+    assert sizes == {"classification": (64, 64), "detection": (128, 128), "segmentation": (512, 512),
+                     "rotated": (128, 128)}

@@ -12,9 +12,10 @@ from flows.sweep import model_name, plan_sweep
 
 from flow_params import write_params
 
-CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 1, "eval_variants": ["migration_30"]}
+# windows that split the grids (2x2 tokens at 32 px, 8x8 at the detector's 128): a "window" point acts
+CLASSIFICATION = {"img_size": 32, "window_size": 1, "batch_size": 4, "epochs": 1, "eval_variants": ["migration_30"]}
 DETECTION = {"config": "configs/detection/demo_mask-rcnn_fast-itpn-tiny_generated-coco.py",
-             "cfg_options": {"train_cfg.max_iters": 2}}
+             "cfg_options": {"train_cfg.max_iters": 2, "model.backbone.window_size": 4}}
 
 
 @pytest.fixture
@@ -33,8 +34,8 @@ def test_points_share_pretraining_per_model_and_recipe_and_set_their_coordinates
     assert tiny_window_s1_long.experiment.model == "fast_itpn_tiny_patch16_224"
     assert tiny_window_s1_long.finetune["classification"]["variant"] == "window"
     assert tiny_window_s1_long.finetune["classification"]["seed"] == 1
-    assert tiny_window_s1_long.finetune["detection"]["cfg_options"] == {"train_cfg.max_iters": 2,
-                                                                         "randomness.seed": 1}
+    assert tiny_window_s1_long.finetune["detection"]["cfg_options"] == {
+        "train_cfg.max_iters": 2, "model.backbone.window_size": 4, "randomness.seed": 1}
     assert tiny_window_s1_long.pretrain["total_steps"] == 6
     assert tiny_window_s1_long.experiment.sweep == "s1" and tiny_window_s1_long.experiment.shared_name == "s1"
 

@@ -97,3 +97,27 @@ def test_upgrading_renames_the_rotated_detection_task_and_downgrading_names_it_b
             assert sorted(connection.scalars(text("SELECT task FROM metrics"))) == ["detection", "rotated_detection"]
     finally:
         engine.dispose()
+
+
+def test_upgrading_a_0003_store_gives_old_rows_no_layout_and_downgrading_drops_the_columns(store_url: str) -> None:
+    store_with_one_run(store_url, "0003_rotated_task", "detection")
+    engine = make_engine(store_url)
+    with engine.begin() as connection:  # the one metric becomes detection's main metric, a point of the chart
+        connection.execute(text("UPDATE metrics SET name = 'bbox_mAP', task = 'detection'"))
+        connection.execute(text("UPDATE runs SET status = 'completed'"))
+    engine.dispose()
+    assert upgrade(store_url) == head_revision()
+    with open_reader(store_url) as reader:
+        [row] = reader.metrics().to_dict("records")
+        [point] = reader.accuracy_vs_speedup(split="val").to_dict("records")
+    assert row["input_h"] == row["input_w"] == 0 and row["grid_h"] is None and row["tokens_left"] is None
+    assert "recorded without input size and layout" in point["missing"]  # an old row is never drawn as a point
+    engine = make_engine(store_url)
+    try:
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0003_rotated_task")
+            columns = {column["name"] for column in inspect(connection).get_columns("metrics")}
+            assert "input_h" not in columns and "grid_h" not in columns
+            assert connection.scalar(text("SELECT value FROM metrics")) == 0.5
+    finally:
+        engine.dispose()

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from itpn.models import effective_layout, stage3_depth
 from itpn.records import MetricRecord, model_size
 from services.store import (
     ResultsWriter,
@@ -30,19 +31,26 @@ TINY = "fast_itpn_tiny_patch16_224"
 T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
 
-def bench(model: str, variant: str, images_per_s: float, device: str = "cpu", batch: int = 64) -> dict[str, object]:
+def layout(model: str, variant: str, size: int = 224, window: int = 7):
+    return effective_layout(variant, size, stage3_depth(model), window_size=window)
+
+
+def bench(model: str, variant: str, images_per_s: float, device: str = "cpu", batch: int = 64, size: int = 224,
+          window: int = 7) -> dict[str, object]:
     return {
         "model": model,
         "variant": variant,
-        "resolution": 224,
+        "resolution": size,
         "batch_size": batch,
         "images_per_s": images_per_s,
         "device": device,
+        **layout(model, variant, size, window).to_dict(),
     }
 
 
-def top1(model: str, variant: str, value: float, step: int = 0) -> MetricRecord:
-    return MetricRecord("classification", "imagenet", "val", "top1", value, step=step, model=model, variant=variant)
+def top1(model: str, variant: str, value: float, step: int = 0, size: int = 224, window: int = 7) -> MetricRecord:
+    return MetricRecord("classification", "imagenet", "val", "top1", value, step=step, model=model, variant=variant,
+                        layout=layout(model, variant, size, window))
 
 
 def record(writer: ResultsWriter, experiment: str, run_key: str, minute: int, **rows: object) -> int:
@@ -83,10 +91,14 @@ def test_accuracy_vs_speedup_one_point_per_variant(store_url: str) -> None:
                 top1(BASE, "migration_10", 87.8, step=5),  # the newest step counts
                 top1(BASE, "window", 86.0),
                 top1(BASE, "migration_40", 87.0),  # no benchmark: NaN speed-up
-                MetricRecord("classification", "imagenet", "val", "top5", 99.0, model=BASE, variant="window"),
-                MetricRecord("detection", "coco", "val", "bbox_mAP", 53.4, model=BASE, variant="baseline"),
-                MetricRecord("detection", "coco", "val", "bbox_mAP", 53.0, model=BASE, variant="window"),
-                MetricRecord("classification", "imagenet", "train", "top1", 99.0, model=BASE, variant="window"),
+                MetricRecord("classification", "imagenet", "val", "top5", 99.0, model=BASE, variant="window",
+                             layout=layout(BASE, "window")),
+                MetricRecord("detection", "coco", "val", "bbox_mAP", 53.4, model=BASE, variant="baseline",
+                             layout=layout(BASE, "baseline")),
+                MetricRecord("detection", "coco", "val", "bbox_mAP", 53.0, model=BASE, variant="window",
+                             layout=layout(BASE, "window")),
+                MetricRecord("classification", "imagenet", "train", "top1", 99.0, model=BASE, variant="window",
+                             layout=layout(BASE, "window")),
             ],
             benchmarks=[bench(BASE, "baseline", 100.0), bench(BASE, "migration_10", 115.0),
                         bench(BASE, "window", 190.0)],
@@ -112,6 +124,32 @@ def test_accuracy_vs_speedup_one_point_per_variant(store_url: str) -> None:
     assert math.isnan(table.loc[("classification", "migration_40"), "speedup"])
     assert set(points["size"]) == {"base"} and set(points["family"]) == {"fast_itpn"}
     assert TINY in set(everything["model"]) and TINY not in set(points["model"])
+
+
+def test_accuracy_and_speed_of_different_configurations_make_no_point(store_url: str) -> None:
+    """A point is one configuration: an accuracy pairs only with a benchmark of the same input size and
+    layout; otherwise the point has no speed-up and says which half is missing."""
+    with open_writer(store_url) as writer:
+        record(writer, "pairs", "bench", 0, benchmarks=[
+            bench(BASE, "baseline", 100.0), bench(BASE, "window", 150.0), bench(BASE, "migration_30", 120.0),
+            bench(BASE, "baseline", 300.0, size=512), bench(BASE, "window", 400.0, size=512, window=16)])
+        record(writer, "pairs", "eval", 1, metrics=[
+            top1(BASE, "baseline", 80.0, size=128, window=4),  # timed at 224 and 512 only
+            top1(BASE, "window", 79.0, size=128, window=4),
+            top1(BASE, "migration_30", 78.0),  # the benchmark's size and layout: a point
+            top1(BASE, "window", 77.0, size=512, window=8),  # the size was timed, with 16-token windows
+            # a validation curve's row without a layout repeats the run's final value: no point of its own
+            MetricRecord("classification", "imagenet", "val", "top1", 78.0, step=40, model=BASE, variant="migration_30"),
+        ])
+    with open_reader(store_url) as reader:
+        points = reader.accuracy_vs_speedup(experiment="pairs").set_index(["variant", "input_h"])
+    assert len(points) == 4 and points.loc[("migration_30", 224), "speedup"] == pytest.approx(1.2)
+    assert points.loc[("migration_30", 224), "missing"] == ""
+    assert points.loc[("migration_30", 224), "configuration"] == layout(BASE, "migration_30").describe()
+    for variant, size in (("baseline", 128), ("window", 128), ("window", 512)):
+        assert math.isnan(points.loc[(variant, size), "speedup"])
+        assert points.loc[(variant, size), "missing"] == (f"no benchmark at {size}×{size} for {variant} with its "
+                                                          f"layout")
 
 
 def test_pareto_front_keeps_undominated_points() -> None:
