@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboard.paper_points import paper_points
 from dashboard.sweeps import select_from_query, sweep_section
-from itpn.records import MAIN_METRICS, PERCENT, model_size
+from itpn.records import LAYOUT_FIELDS, MAIN_METRICS, PERCENT, model_size
 from services import settings
 from services.store import (
     BASELINE,
@@ -174,8 +174,6 @@ def paper_figure(paper: pd.DataFrame, task: str) -> go.Figure:
 
 def unpaired_benchmarks(benchmarks: pd.DataFrame, points: pd.DataFrame) -> list[str]:
     """A line for each benchmark configuration (model, variant, input size, layout) that no accuracy shares."""
-    from itpn.models.layout import LAYOUT_FIELDS
-
     timed = benchmarks[benchmarks["input_h"] > 0].drop_duplicates(["model", "variant", *LAYOUT_FIELDS])
     measured = points[points["input_h"] > 0][["model", "variant", *LAYOUT_FIELDS]].drop_duplicates()
     alone = timed.merge(measured, on=["model", "variant", *LAYOUT_FIELDS], how="left", indicator=True)
