@@ -14,7 +14,7 @@ from flow_params import write_params
 
 # Three epochs: the stage's own run lasts about a second (the libraries are imported before it, when the
 # parameters are checked, so their import time is not the stage's).
-CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 3, "warmup_epochs": 0, "num_workers": 0,
+CLASSIFICATION = {"img_size": 32, "window_size": 1, "batch_size": 4, "epochs": 3, "warmup_epochs": 0, "num_workers": 0,
                   "model_ema": False, "mixup": 0.0, "cutmix": 0.0, "progress": False, "eval_variants": []}
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
