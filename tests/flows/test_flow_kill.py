@@ -4,12 +4,13 @@ run again each time, ends with the store an uninterrupted run ends with: the sam
 rows (values), each once, none left running; and the same weights.
 
 Every killed stage runs as ``python -m flows.stages <stage>`` (the command the flows, DVC and a user's
-shell run) in its own process group; the uninterrupted runs it is compared with run the same ``run_stage``
-in the test's process (an interpreter's start less each). A killed run goes through a small gate that holds the process at one point of
-the stage's own progress (the start of update N, the export, the k-th validation, a variant's
-evaluation), says so in a file, and waits there to be killed: the moment is chosen by what the stage has
-done, never by a sleep. Each kill is followed by the next run, in the same folder, so every state a kill
-leaves is resumed: the chain of each stage ends with a run to its end. The phases:
+shell run) in its own process group; the uninterrupted runs it is compared with run the same
+``run_stage`` in the test's process (an interpreter's start less each). A killed run goes through a
+small gate that holds the process at one point of the stage's own progress (the start of update N, the
+export, the k-th validation, a variant's evaluation), says so in a file, and waits there to be killed:
+the moment is chosen by what the stage has done, never by a sleep. Each kill is followed by the next
+run, in the same folder, so every state a kill leaves is resumed: the chain of each stage ends with a
+run to its end. The phases:
 
 * before the first checkpoint: fine-tuning at update 1 (checkpoints every 2 updates); the benchmark;
 * between checkpoints: pre-training at update 3, fine-tuning at update 5, segmentation at iteration 2;
