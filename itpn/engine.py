@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from itpn.data.order import EpochSampler
-from itpn.files import is_local, join_url, write_atomically
+from itpn.files import is_local, join_url, remove_leftovers, write_atomically
 from itpn.runtime import Runtime
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -123,6 +123,9 @@ class Checkpoint:
 
         Raises ``ValueError`` naming the file, every setting that differs with both values, and the fix,
         when this run may not continue it (``CheckpointFormat.differences``)."""
+        filesystem, path = fsspec.core.url_to_fs(self.url)
+        if self.runtime.is_main and is_local(filesystem):
+            remove_leftovers(path)  # of a run killed while it wrote a checkpoint
         if not self.exists():
             return None
         with fsspec.open(self.url, "rb") as handle:

@@ -31,6 +31,20 @@ def temporary_path(path: str) -> str:
     return os.path.join(directory, f".{name}.{os.getpid()}.tmp")
 
 
+def remove_leftovers(path: str) -> list[str]:
+    """Remove the temporary files of ``path`` (``temporary_path``) that other processes left, killed before
+    they renamed them; returns their names. A checkpoint's can be gigabytes."""
+    directory, name = os.path.split(path)
+    if not os.path.isdir(directory or "."):
+        return []
+    mine = os.path.basename(temporary_path(path))
+    left = [entry for entry in os.listdir(directory or ".")
+            if entry.startswith(f".{name}.") and entry.endswith(".tmp") and entry != mine]
+    for entry in left:
+        os.remove(os.path.join(directory, entry))
+    return left
+
+
 def replace_atomically(temporary: str, path: str) -> None:
     """Move the finished local file ``temporary`` over ``path``: its bytes are flushed to the disk first
     and the folder after, so a kill or a power loss leaves the old ``path`` or the new one."""

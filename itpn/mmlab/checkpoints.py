@@ -27,6 +27,7 @@ from itpn.files import replace_atomically, temporary_path, write_atomically
 
 POINTER = "last_checkpoint"  # mmengine's name for the file naming the newest checkpoint
 CHECKPOINT_NAME = re.compile(r"(?:iter|epoch)_(\d+)\.pth")  # CheckpointHook's default filename_tmpl
+LEFTOVER = re.compile(r"\.(?:iter|epoch)_\d+\.pth\.\d+\.tmp")  # itpn.files.temporary_path of one
 
 
 @RUNNERS.register_module()
@@ -58,7 +59,11 @@ def checkpoints(work_dir: str) -> list[str]:
 
 def resume_point(work_dir: str) -> Optional[str]:
     """The checkpoint a run in ``work_dir`` continues from: the newest (highest N), or ``None`` when there
-    is none. ``<work_dir>/last_checkpoint`` is written back to name it (atomically)."""
+    is none. ``<work_dir>/last_checkpoint`` is written back to name it (atomically), and the temporary files
+    of a run killed while it wrote one are removed."""
+    for name in os.listdir(work_dir) if os.path.isdir(work_dir) else []:
+        if LEFTOVER.fullmatch(name):
+            os.remove(os.path.join(work_dir, name))
     found = checkpoints(work_dir)
     if not found:
         return None

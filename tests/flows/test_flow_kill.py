@@ -13,7 +13,8 @@ run, in the same folder, so every state a kill leaves is resumed: the chain of e
 run to its end. The phases:
 
 * before the first checkpoint: fine-tuning at update 1 (checkpoints every 2 updates); the benchmark;
-* between checkpoints: pre-training at update 3, fine-tuning at update 5, segmentation at iteration 2;
+* between checkpoints: fine-tuning at update 5; pre-training and segmentation while their 2nd checkpoint
+  is written (the file whole under its temporary name, not renamed: the 1st is the one resumed from);
 * after the last checkpoint, before the evaluation / export: pre-training at its export, fine-tuning at
   its export (after its last checkpoint), segmentation at the validation after its last iteration (the
   case mmengine's loop does not validate again: issue 21);
@@ -188,12 +189,16 @@ def test_an_experiment_killed_in_every_phase_of_every_stage_ends_with_the_uninte
     record(whole, expected_url)
     out = killed.parent / "outputs"
 
-    # pre-training: 6 updates, checkpoints every 2; between checkpoints, then after the last one (at its export)
-    killed_stage("pretrain", killed, "itpn.pretrain.trainer:step_seed", "args[1] == 3", tmp_path)
+    # pre-training: 6 updates, checkpoints every 2; while the 2nd checkpoint is written (its file whole, not yet
+    # renamed into place: the 1st is the one to resume from), then after the last one (at its export)
+    killed_stage("pretrain", killed, "itpn.files:replace_atomically",
+                 "args[1].endswith('checkpoint.pt') and __import__('os').path.exists(args[1])", tmp_path)
     assert torch.load(out / "pretrain/run/checkpoint.pt", weights_only=False)["step"] == CHECKPOINT_EVERY
-    assert [row["step"] for row in jsonl(out / "pretrain/run/metrics.jsonl")] == [1, 2, 3]  # the 3rd is redone
+    assert list((out / "pretrain/run").glob(".checkpoint.pt.*.tmp"))  # what the kill cut short
+    assert [row["step"] for row in jsonl(out / "pretrain/run/metrics.jsonl")] == [1, 2, 3, 4]  # 3, 4 are redone
     killed_stage("pretrain", killed, "itpn.pretrain.trainer:Trainer.export", "True", tmp_path)
     assert torch.load(out / "pretrain/run/checkpoint.pt", weights_only=False)["step"] == 6
+    assert not list((out / "pretrain/run").glob(".checkpoint.pt.*.tmp"))  # removed by the run after
     assert not (out / "pretrain/run/backbone.safetensors").exists()
     assert not (out / "pretrain/result.json").exists()
     stage("pretrain", killed)
@@ -216,16 +221,19 @@ def test_an_experiment_killed_in_every_phase_of_every_stage_ends_with_the_uninte
     assert finished_variant.stat().st_mtime_ns == evaluated_at  # kept, not evaluated again
 
     # UPerNet through mmengine: 4 iterations, checkpoints every 2, validation after the 4th, then 2 variants;
-    # between checkpoints, after the last checkpoint (at the validation: mmengine's resumed loop trains
-    # nothing and would validate nothing), and at the 2nd variant's evaluation
+    # while the 2nd checkpoint is written (mmengine's CheckpointHook, through AtomicCheckpointRunner), after
+    # the last checkpoint (at the validation: mmengine's resumed loop trains nothing and would validate
+    # nothing), and at the 2nd variant's evaluation
     run = out / "finetune_segmentation/run"
-    killed_stage("finetune_segmentation", killed, "mmengine.runner.loops:IterBasedTrainLoop.run_iter",
-                 "args[0]._iter == 2", tmp_path)
+    killed_stage("finetune_segmentation", killed, "itpn.mmlab.checkpoints:replace_atomically",
+                 "args[1].endswith('iter_4.pth')", tmp_path)
     assert (run / "iter_2.pth").exists() and not (run / "iter_4.pth").exists()
+    assert list(run.glob(".iter_4.pth.*.tmp"))
     first_checkpoint = (run / "iter_2.pth").stat().st_mtime_ns
     killed_stage("finetune_segmentation", killed, "mmengine.runner.loops:ValLoop.run", "calls == 1", tmp_path)
     assert (run / "iter_2.pth").stat().st_mtime_ns == first_checkpoint  # resumed, not trained again
     assert (run / "iter_4.pth").exists() and not (run / "metrics.json").exists()
+    assert not list(run.glob(".iter_4.pth.*.tmp"))
     killed_stage("finetune_segmentation", killed, "mmengine.runner.loops:ValLoop.run", "calls == 3", tmp_path)
     finished_variant = run / "eval/migration_30/metrics.json"
     evaluated_at = finished_variant.stat().st_mtime_ns
@@ -263,3 +271,22 @@ def test_an_experiment_killed_in_every_phase_of_every_stage_ends_with_the_uninte
     weights = torch.load(run / "iter_4.pth", weights_only=False)["state_dict"]
     assert expected_weights.keys() == weights.keys() and all(torch.equal(expected_weights[k], weights[k])
                                                             for k in weights)
+
+
+@pytest.mark.openmmlab
+def test_no_metric_says_whether_the_evaluation_ran_on_which_weights_and_what_to_do(tmp_path):
+    from mmengine.config import Config
+
+    from itpn.mmlab import MetricRecordsHook
+    from itpn.mmlab.runner import no_metric_message
+
+    cfg = Config.fromfile(str(REPO / SEGMENTATION["config"]))
+    cfg.work_dir = str(tmp_path)
+    hook = MetricRecordsHook("segmentation", "ade20k", "m", "baseline", str(tmp_path))
+    message = no_metric_message("segmentation", cfg, hook, 4, None)
+    assert "no evaluation ran" in message and "val_dataloader" in message and cfg.filename in message
+    hook.evaluated, hook.validated_at = {"mIoU": float("nan"), "aAcc": -1.0}, 4
+    message = no_metric_message("segmentation", cfg, hook, 4, f"{tmp_path}/iter_4.pth")
+    assert f"ran on the weights of iteration 4 ({tmp_path}/iter_4.pth)" in message
+    assert "returned mIoU=nan, aAcc=-1.0" in message and "train longer" in message
+    assert f"{tmp_path}/curve.jsonl" in message
