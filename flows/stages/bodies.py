@@ -17,7 +17,11 @@ RUNNERS = {"detection": "run_detection", "segmentation": "run_segmentation", "ro
 
 def prepare_data(params: PipelineParams) -> StageResult:
     """Generate (or find) and validate each data set of ``data.sets``; write its manifest. Real data
-    (``data.generate: false``) take no generator arguments: those given are left out, with a note."""
+    (``data.generate: false``) take no generator arguments: those given are left out, with a note.
+
+    A generation is marked in the run folder (``generating-<kind>``) until its data set is prepared: a run
+    of the same key that finds the mark was killed while generating, and regenerates over the files it
+    left (the generator refuses a folder that holds files it did not finish, to spare a user's own)."""
     from itpn.data import prepare
 
     result = StageResult("prepare_data", key="")
@@ -26,8 +30,15 @@ def prepare_data(params: PipelineParams) -> StageResult:
         if arguments and not params.data.generate:
             result.notes.append(f"{kind}: data.generate is false, so the generator arguments {sorted(arguments)} "
                                 f"are not used")
+        generating = params.run_dir("prepare_data") / f"generating-{kind}"
+        if params.data.generate:
+            if generating.exists():
+                arguments = {**arguments, "overwrite": True}
+                result.notes.append(f"{kind}: generated again over what a killed run left at {url}")
+            generating.touch()
         prepared = prepare(kind, url, generate=params.data.generate, strict=params.data.strict,
                            **(arguments if params.data.generate else {}))
+        generating.unlink(missing_ok=True)
         result.outputs[f"{kind}_manifest"] = f"{url}/manifest.json"
         counts = prepared.manifest.get("counts", {})
         for split, count in counts.items():

@@ -290,3 +290,17 @@ def test_no_metric_says_whether_the_evaluation_ran_on_which_weights_and_what_to_
     assert f"ran on the weights of iteration 4 ({tmp_path}/iter_4.pth)" in message
     assert "returned mIoU=nan, aAcc=-1.0" in message and "train longer" in message
     assert f"{tmp_path}/curve.jsonl" in message
+
+
+def test_data_generation_killed_midway_is_generated_again_by_the_next_run(folders, tmp_path):
+    """Killed after 3 images of the generated ImageNet, ``prepare_data`` again regenerates over what was left
+    (the generator refuses a folder with files it did not finish) and ends with the same data set."""
+    whole, _ = folders
+    params = write_params(tmp_path, data={"root": str(tmp_path / "data"), "sets": {"imagenet": SETS["imagenet"]}})
+    killed_stage("prepare_data", params, "itpn.data.imagenet.generate:write_bytes", "calls == 4", tmp_path)
+    assert len(list((tmp_path / "data/imagenet").rglob("*.JPEG"))) == 3
+    assert not (tmp_path / "data/imagenet/manifest.json").exists()
+    stage("prepare_data", params)
+    made = json.loads((tmp_path / "data/imagenet/manifest.json").read_text())
+    expected = json.loads((whole.parent.parent / "data/imagenet/manifest.json").read_text())
+    assert made["content_hash"] == expected["content_hash"] and made["counts"] == expected["counts"]
