@@ -124,6 +124,7 @@ def run_task(
         runner.train()  # validates after the last iteration / epoch, if it trained one
         if hook.validated_at != runner.iter and runner.val_loop is not None:
             runner.val_loop.run()  # resumed from its last checkpoint: nothing trained, nothing validated
+            hook.after_run(runner)  # the curve, with this validation's rows, published again
         weights = runner.message_hub.get_info("last_ckpt") or cfg.get("load_from")
     else:
         runner.val()
