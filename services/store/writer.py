@@ -175,7 +175,8 @@ class ResultsWriter:
         newest attempt marks the run failed and keeps the rows of the attempt that produced them. An
         older attempt recorded late only joins the history. ``sweep`` marks the experiment as one of
         that sweep's. Raises ``ValueError`` for an invalid row (nothing is written), ``StoreError``
-        when ``run_key`` belongs to another experiment. Returns the run id, whether the attempt was
+        when ``run_key`` belongs to another experiment, ``StoreUnavailableError`` when the connection to
+        PostgreSQL was lost and stayed lost through every retry (``retry_lost_connection``). Returns the run id, whether the attempt was
         the newest, the run's status and the number of rows written.
         """
         if status not in ("completed", "failed"):
