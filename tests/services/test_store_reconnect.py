@@ -1,6 +1,7 @@
-"""The results store on PostgreSQL restarted while a stage runs: the stage's result is still recorded, once,
-the lost connection retried with backoff and named in the log. Needs a server started by
-``scripts/start_postgres.sh`` (the test restarts it with the same script: ``ITPN_PG_DIR`` / the URL's port)."""
+"""A lost database connection while recording: retried with backoff, named in the log, the run recorded
+once; a connection lost for good is an error naming the store and what to do. The first test restarts a
+real PostgreSQL while a stage runs; it needs a server started by ``scripts/start_postgres.sh`` (restarted
+with the same script: ``ITPN_PG_DIR`` / the URL's port) and is skipped without ``ITPN_TEST_POSTGRES_URL``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from itpn.records import MetricRecord
 from services.store import open_writer
@@ -104,3 +106,54 @@ def test_a_database_restarted_while_a_stage_runs_still_records_its_result_once(p
     assert runs == ["exp:finetune:k1", "exp:pretrain:k0"] and statuses == {"completed"}
     assert [tuple(row) for row in metrics] == [("top1", 81.5), ("top5", 95.0)] and total == 2
     assert attempts == 1
+
+
+def lost_once(calls: list[int], times: int):
+    """A ``ResultsWriter._claim_run`` whose first ``times`` calls lose the connection (as SQLAlchemy reports a
+    dropped PostgreSQL connection: ``connection_invalidated``) after the transaction began."""
+    from services.store.writer import ResultsWriter
+
+    claim = ResultsWriter._claim_run
+
+    def claim_run(session, experiment, run_key, sweep):
+        calls.append(1)
+        if len(calls) <= times:
+            raise OperationalError("INSERT INTO runs ...", {}, Exception("server closed the connection unexpectedly"),
+                                   connection_invalidated=True)
+        return claim(session, experiment, run_key, sweep)
+
+    return staticmethod(claim_run)
+
+
+def test_a_lost_connection_is_retried_logged_and_the_run_recorded_once(tmp_path, monkeypatch, caplog) -> None:
+    from services.store import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "RETRY_DELAYS_S", (0.01, 0.01, 0.01))
+    calls: list[int] = []
+    monkeypatch.setattr(writer_module.ResultsWriter, "_claim_run", lost_once(calls, 2))
+    rows = [MetricRecord("classification", "imagenet", "val", "top1", 81.5, model="m", variant="baseline")]
+    with caplog.at_level(logging.WARNING, logger="services.store.writer"):
+        with open_writer(f"sqlite:///{tmp_path}/results.db") as writer:
+            recorded = writer.record_run("exp", "exp:s:k", started_at=T0, finished_at=T0 + timedelta(seconds=1),
+                                         metrics=rows)
+            with writer._sessions() as session:
+                assert session.scalar(select(func.count()).select_from(Run)) == 1
+                assert session.execute(select(Metric.name, Metric.value)).all() == [("top1", 81.5)]
+    assert len(calls) == 3 and recorded["status"] == "completed"
+    retries = [record.getMessage() for record in caplog.records]
+    assert len(retries) == 2 and "retry 1 of 3" in retries[0] and "retry 2 of 3" in retries[1]
+    assert "lost the connection to the results store sqlite:///" in retries[0]
+    assert "server closed the connection unexpectedly" in retries[0] and "recording run 'exp:s:k'" in retries[0]
+
+
+def test_a_connection_lost_for_good_names_the_store_the_retries_and_what_to_do(tmp_path, monkeypatch) -> None:
+    from services.store import StoreUnavailableError
+    from services.store import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "RETRY_DELAYS_S", (0.01,))
+    monkeypatch.setattr(writer_module.ResultsWriter, "_claim_run", lost_once([], 10))
+    with open_writer(f"sqlite:///{tmp_path}/results.db") as writer:
+        with pytest.raises(StoreUnavailableError, match=r"while recording run 'exp:s:k'.*after 1 retries.*run again"):
+            writer.record_run("exp", "exp:s:k", started_at=T0, finished_at=T0 + timedelta(seconds=1))
+        with writer._sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Run)) == 0  # nothing half-written
