@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from itpn.data.order import EpochSampler
-from itpn.files import join_url, write_atomically
+from itpn.files import is_local, join_url, remove_leftovers, write_atomically
 from itpn.runtime import Runtime
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -123,6 +123,9 @@ class Checkpoint:
 
         Raises ``ValueError`` naming the file, every setting that differs with both values, and the fix,
         when this run may not continue it (``CheckpointFormat.differences``)."""
+        filesystem, path = fsspec.core.url_to_fs(self.url)
+        if self.runtime.is_main and is_local(filesystem):
+            remove_leftovers(path)  # of a run killed while it wrote a checkpoint
         if not self.exists():
             return None
         with fsspec.open(self.url, "rb") as handle:
@@ -160,25 +163,27 @@ class CurveLog:
     """A training curve at ``url`` as JSON lines, one object per row, each with an integer ``step``.
 
     ``resume_step`` ``None`` starts the curve afresh; a number keeps the rows up to that step (a
-    resumed run drops what was written after its checkpoint). Written in place on a local disk; for
-    object storage a local copy is appended to and ``publish`` uploads it (call it at checkpoints and
-    at the end). Only rank 0 should hold one.
+    resumed run drops what was written after its checkpoint), less the rows of that very step that
+    ``after_checkpoint`` says were written after the checkpoint was (an OpenMMLab run validates after it
+    saves). Written in place on a local disk; for object storage a local copy is appended to and
+    ``publish`` uploads it (call it at checkpoints and at the end). Only rank 0 should hold one.
     """
 
-    def __init__(self, url: str, resume_step: Optional[int]):
+    def __init__(self, url: str, resume_step: Optional[int],
+                 after_checkpoint: Optional[Callable[[Mapping[str, Any]], bool]] = None):
         self.url = url
         filesystem, path = fsspec.core.url_to_fs(url)
-        protocols = filesystem.protocol if isinstance(filesystem.protocol, tuple) else (filesystem.protocol,)
-        self.local = "file" in protocols
+        self.local = is_local(filesystem)
         self.path = path if self.local else os.path.join(tempfile.mkdtemp(prefix="itpn-curve-"),
                                                          os.path.basename(path))
         kept = []
         if resume_step is not None and filesystem.exists(path):
-            with filesystem.open(path, "rt") as handle:
-                kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= resume_step]
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        with open(self.path, "w") as handle:
-            handle.writelines(kept)
+            with filesystem.open(path, "rt") as handle:  # a line a kill cut short has no newline: dropped
+                rows = [(line, json.loads(line)) for line in handle if line.strip() and line.endswith("\n")]
+            kept = [line for line, row in rows if row["step"] < resume_step or (
+                row["step"] == resume_step and not (after_checkpoint and after_checkpoint(row)))]
+        # atomically: a kill while the kept rows are written back must not lose them
+        write_atomically(self.path, "".join(kept).encode())
 
     def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Append ``rows`` (JSON-serialisable mappings, each with its ``step``), one line each."""

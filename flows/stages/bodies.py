@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 from ..outline import FINETUNE_TASKS, REPO_ROOT, finetune_stage
@@ -15,7 +16,11 @@ RUNNERS = {"detection": "run_detection", "segmentation": "run_segmentation", "ro
 
 def prepare_data(params: PipelineParams) -> StageResult:
     """Generate (or find) and validate each data set of ``data.sets``; write its manifest. Real data
-    (``data.generate: false``) take no generator arguments: those given are left out, with a note."""
+    (``data.generate: false``) take no generator arguments: those given are left out, with a note.
+
+    A generation is marked in the run folder (``generating-<kind>``) until its data set is prepared: a run
+    of the same key that finds the mark was killed while generating, and regenerates over the files it
+    left (the generator refuses a folder that holds files it did not finish, to spare a user's own)."""
     from itpn.data import prepare
 
     result = StageResult("prepare_data", key="")
@@ -24,8 +29,15 @@ def prepare_data(params: PipelineParams) -> StageResult:
         if arguments and not params.data.generate:
             result.notes.append(f"{kind}: data.generate is false, so the generator arguments {sorted(arguments)} "
                                 f"are not used")
+        generating = params.run_dir("prepare_data") / f"generating-{kind}"
+        if params.data.generate:
+            if generating.exists():
+                arguments = {**arguments, "overwrite": True}
+                result.notes.append(f"{kind}: generated again over what a killed run left at {url}")
+            generating.touch()
         prepared = prepare(kind, url, generate=params.data.generate, strict=params.data.strict,
                            **(arguments if params.data.generate else {}))
+        generating.unlink(missing_ok=True)
         result.outputs[f"{kind}_manifest"] = f"{url}/manifest.json"
         counts = prepared.manifest.get("counts", {})
         for split, count in counts.items():
@@ -69,7 +81,11 @@ def finetune_classification(params: PipelineParams) -> StageResult:
 
 def finetune_openmmlab(task: str) -> Callable[[PipelineParams], StageResult]:
     """COCO / ADE20K / DOTA fine-tuning through the OpenMMLab adapters, from the pre-training export;
-    then the fine-tuned detector or segmenter evaluated under every ``eval_variants`` variant."""
+    then the fine-tuned detector or segmenter evaluated under every ``eval_variants`` variant.
+
+    The training and each variant's evaluation leave their rows in their own folder's ``metrics.json``
+    (written atomically when they finish); a run of the same key that finds one keeps it instead of
+    working again, so a stage killed among its variants redoes only the evaluations cut short."""
     data_kind, stage = FINETUNE_TASKS[task]["data"], finetune_stage(task)
 
     def run(params: PipelineParams) -> StageResult:
@@ -84,22 +100,32 @@ def finetune_openmmlab(task: str) -> Callable[[PipelineParams], StageResult]:
             options["launcher"] = "pytorch"  # under torchrun: mmengine joins its process group
         runner = getattr(itpn.mmlab, RUNNERS[task])
         run_dir = params.run_dir(stage)
-        rows = runner(config, data_root=params.data_url(data_kind), checkpoint=initial_weights(params, section),
-                      work_dir=str(run_dir), output_url=str(run_dir), cfg_options=options,
-                      variant=section.get("variant"))
-        trained = sorted(run_dir.glob("iter_*.pth"), key=lambda path: int(path.stem.split("_")[1]))
+        rows = finished_rows(run_dir) or runner(
+            config, data_root=params.data_url(data_kind), checkpoint=initial_weights(params, section),
+            work_dir=str(run_dir), output_url=str(run_dir), cfg_options=options, variant=section.get("variant"))
+        trained = itpn.mmlab.checkpoints(str(run_dir))
         for variant in section.get("eval_variants", []):
             if variant != section.get("variant", "baseline"):
-                evaluation = str(run_dir / "eval" / variant)
-                rows += runner(config, data_root=params.data_url(data_kind), work_dir=evaluation,
-                               output_url=evaluation, variant=variant, train=False,
-                               cfg_options={**options, "load_from": str(trained[-1])})
-        return StageResult(stage, key="", outputs={"checkpoint": str(trained[-1]) if trained else ""},
+                evaluation = run_dir / "eval" / variant
+                rows += finished_rows(evaluation) or runner(
+                    config, data_root=params.data_url(data_kind), work_dir=str(evaluation),
+                    output_url=str(evaluation), variant=variant, train=False,
+                    cfg_options={**options, "load_from": trained[-1]})
+        return StageResult(stage, key="", outputs={"checkpoint": trained[-1] if trained else ""},
                            metrics=rows,
                            curves=[{"url": f"{run_dir}/curve.jsonl", "format": "rows", "task": task,
                                     "dataset": data_kind}])
 
     return run
+
+
+def finished_rows(folder: Path) -> list[dict[str, Any]]:
+    """The metric rows a finished OpenMMLab run left in ``folder/metrics.json`` (empty when it did not
+    finish). The stage's run folder belongs to its cache key (``run_folder``), so they are this run's."""
+    from itpn.records import read_rows
+
+    path = folder / "metrics.json"
+    return read_rows(str(path)) if path.exists() else []
 
 
 def initial_weights(params: PipelineParams, section: dict[str, Any]) -> str | None:

@@ -4,6 +4,7 @@ curves, benchmark rows, the cache key it ran under and when it ran), and beside 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
@@ -11,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+
+from itpn.files import write_atomically
 
 
 @dataclass
@@ -33,16 +36,16 @@ class StageResult:
         return cls(**json.loads(path.read_text()))
 
     def write(self, directory: Path) -> Path:
-        """``result.json`` (atomically), ``metrics.json`` and ``curves.csv`` in ``directory``; returns the first."""
+        """``metrics.json``, ``curves.csv`` and last ``result.json`` in ``directory``, each atomically; returns
+        the last. ``result.json`` is what makes the stage current (``flows.stages.run``), so a kill at any
+        moment leaves either no result (the stage runs again) or a result whose DVC files are whole."""
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "result.json"
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2))
-        temporary.replace(path)
         flat = {f"{m['task']}/{m['dataset']}/{m['split']}/{m['name']}"
                 + (f"/{m['variant']}" if m.get("variant") else ""): m["value"] for m in self.metrics}
-        (directory / "metrics.json").write_text(json.dumps(flat, indent=2, sort_keys=True))
+        write_atomically(str(directory / "metrics.json"), json.dumps(flat, indent=2, sort_keys=True).encode())
         write_curves_csv(self.curves, directory / "curves.csv")
+        path = directory / "result.json"
+        write_atomically(str(path), json.dumps(asdict(self), indent=2).encode())
         return path
 
 
@@ -66,10 +69,11 @@ def write_curves_csv(curves: list[dict[str, Any]], path: Path) -> None:
                     rows.append({"curve": name, **{k: v for k, v in record.items() if isinstance(v, (int, float))}})
         rows.extend(by_step.values())
     columns = ["curve", "step"] + sorted({k for row in rows for k in row} - {"curve", "step"})
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(str(path), text.getvalue().encode())
 
 
 def hardware() -> dict[str, Any]:

@@ -7,6 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
+from itpn.files import write_atomically
+
 
 def claim_run_directory(run_dir: Path, key: str, fresh: bool = False, *, rank: int | None = None,
                         launch: str | None = None, wait_s: float = 600.0) -> None:
@@ -30,5 +32,5 @@ def claim_run_directory(run_dir: Path, key: str, fresh: bool = False, *, rank: i
     if run_dir.exists() and (fresh or not marker.exists() or marker.read_text() != key):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(key)
-    claimed.write_text(launch)
+    write_atomically(str(marker), key.encode())  # a kill mid-write must not leave a key that is no key
+    write_atomically(str(claimed), launch.encode())

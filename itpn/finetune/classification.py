@@ -11,6 +11,7 @@ draw are functions of the seed and the position, ``itpn.data.order``, and the ch
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
 
+import fsspec
 import numpy as np
 import timm
 import torch
@@ -34,12 +36,12 @@ from tqdm import tqdm
 from itpn.data import ImageNetFolder, build_classification_transform
 from itpn.data.order import SeededSamples, seed_all, step_seed, updates_per_epoch
 from itpn.engine import Checkpoint, CheckpointFormat, CurveLog, data_parallel, epoch_loader
-from itpn.files import join_url
+from itpn.files import join_url, write_atomically
 from itpn.models import load_checkpoint, save_safetensors
 from itpn.models.checkpoint import grid_metadata
 from itpn.models.checkpoint import read_safetensors_metadata as read_export_metadata
 from itpn.models.acceleration import get_acceleration, set_acceleration
-from itpn.models.layout import effective_layout, resolve_variant
+from itpn.models.layout import effective_layout, resolve_variant, stage3_depth
 from itpn.records import MetricRecord, write_metrics
 from itpn.runtime import Runtime, setup_runtime
 
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 EXPORT_NAME = "model.safetensors"
 CURVE_NAME = "curve.jsonl"
+VARIANTS_FOLDER = "eval"  # one finished variant evaluation per file (evaluate_variants' kept_url)
 TASK = "classification"
 
 
@@ -346,7 +349,8 @@ class ClassificationTrainer:
                 export_url, config.data_url, config.eval_variants, split=config.val_split, dataset=config.dataset,
                 batch_size=config.batch_size, num_workers=config.num_workers, runtime=self.runtime,
                 crop_pct=config.crop_pct, window_size=config.window_size,
-                progress=config.progress and self.runtime.is_main)
+                progress=config.progress and self.runtime.is_main,
+                kept_url=join_url(config.output_url, VARIANTS_FOLDER))
                 if (row["split"], row["name"], row["variant"]) not in seen]
         metrics_url = join_url(config.output_url, "metrics.json")
         if self.runtime.is_main:
@@ -379,6 +383,7 @@ def evaluate_variants(
     crop_pct: Optional[float] = None,
     window_size: Optional[int] = None,
     progress: bool = True,
+    kept_url: Optional[str] = None,
 ) -> list[dict[str, Any]]:
     """Evaluate one fine-tuned ``model.safetensors`` under each acceleration variant.
 
@@ -388,6 +393,11 @@ def evaluate_variants(
     and every row carries the layout it ran with (``window_size`` sets the windowed variants' windows).
     With a distributed ``runtime`` (under ``torchrun``) every rank calls this and evaluates its share of
     the images; the accuracies are over all of them, the speeds this rank's.
+
+    With ``kept_url`` (a folder) each variant's scores are written there as ``<variant>.json`` (atomically,
+    by rank 0) as soon as it is evaluated, with the SHA-256 of ``checkpoint``; a variant whose file holds
+    this checkpoint's hash is read back instead of evaluated again, so a run killed among its variants
+    redoes only the one cut short (its speed is the one measured then).
     """
     if not variants:
         raise ValueError("variants is empty: name at least one acceleration variant (e.g. 'baseline')")
@@ -408,15 +418,25 @@ def evaluate_variants(
     transform = build_classification_transform(False, img_size, crop_pct=crop_pct, mean=mean, std=std)
     val = ImageNetFolder(data_url, split, transform, classes=json.loads(metadata["classes"]))
     loader = _eval_loader(val, batch_size, runtime, num_workers)
+    digest = file_sha256(checkpoint) if kept_url else ""
     results: dict[str, dict[str, float]] = {}
     layouts = {}
     for variant in tqdm(variants, desc="variants", disable=not progress):
-        model = timm.create_model(name, num_classes=int(metadata["num_classes"]), img_size=img_size, **model_kwargs)
-        layouts[variant] = effective_layout(set_acceleration(model, resolve_variant(variant, window_size)), img_size,
-                                            len(model.blocks))
-        load_checkpoint(model, checkpoint)
-        results[variant] = evaluate(model.to(runtime.device), loader, runtime.device,
-                                    distributed=runtime.distributed)
+        kept = join_url(kept_url, f"{variant}.json") if kept_url else None
+        scores = read_kept_scores(kept, digest) if kept else None
+        accelerated = resolve_variant(variant, window_size)
+        if scores is not None:
+            log.info("%s: the finished evaluation in %s is kept", variant, kept)
+            layouts[variant] = effective_layout(accelerated, img_size, stage3_depth(name, model_kwargs))
+        else:
+            model = timm.create_model(name, num_classes=int(metadata["num_classes"]), img_size=img_size,
+                                      **model_kwargs)
+            layouts[variant] = effective_layout(set_acceleration(model, accelerated), img_size, len(model.blocks))
+            load_checkpoint(model, checkpoint)
+            scores = evaluate(model.to(runtime.device), loader, runtime.device, distributed=runtime.distributed)
+            if kept and runtime.is_main:
+                write_atomically(kept, json.dumps({"export_sha256": digest, "scores": scores}).encode())
+        results[variant] = scores
     reference = "baseline" if "baseline" in results else variants[0]
     speeds = {variant: scores["local_images"] / scores["forward_seconds"] if scores["forward_seconds"] else math.nan
               for variant, scores in results.items()}  # NaN on a rank whose share of the images is empty
@@ -426,3 +446,22 @@ def evaluate_variants(
                               ("speedup", speeds[variant] / speeds[reference])):
             rows.append(MetricRecord(TASK, dataset, split, metric, value, 0, name, variant, layouts[variant]).to_dict())
     return rows
+
+
+def file_sha256(url: str) -> str:
+    """The SHA-256 of the file at ``url`` (any fsspec URL), read in 16 MiB blocks."""
+    digest = hashlib.sha256()
+    with fsspec.open(url, "rb") as handle:
+        while block := handle.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_kept_scores(url: str, export_sha256: str) -> Optional[dict[str, float]]:
+    """The scores a finished evaluation of the export with ``export_sha256`` left at ``url``; ``None`` when
+    there is none, or it is of other weights."""
+    filesystem, path = fsspec.core.url_to_fs(url)
+    if not filesystem.exists(path):
+        return None
+    kept = json.loads(filesystem.cat_file(path))
+    return kept["scores"] if kept.get("export_sha256") == export_sha256 else None

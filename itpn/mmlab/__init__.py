@@ -1,6 +1,6 @@
 """OpenMMLab adapters: the iTPN backbone + pre-trained pyramid as an mmdet / mmseg / mmrotate backbone,
 layer-wise lr decay, COCO / ADE20K without the samples the manifest lists as skipped, DOTA through the
-project's reader with DOTA's merged metric, and the entry points ``run_detection``,
+project's reader with DOTA's merged metric, checkpoints a kill cannot tear, and the entry points ``run_detection``,
 ``run_segmentation``, ``run_rotated``.
 
 Needs the OpenMMLab stack (``scripts/install_openmmlab.sh``); the rest of ``itpn`` never imports it.
@@ -15,6 +15,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
                       f"scripts/install_openmmlab.sh, or pip install the 'mmlab' extra") from error
 
 from .backbone import ITPNBackbone
+from .checkpoints import AtomicCheckpointRunner, checkpoints, resume_point
 from .datasets import ITPNADE20KDataset, ITPNCocoDataset
 from .dota import DOTAMergedMetric, ITPNDOTADataset, read_label_file
 from .metric_hook import MetricRecordsHook
@@ -26,8 +27,8 @@ for _registry in (mmdet.registry.MODELS, mmseg.registry.MODELS, mmrotate.registr
     _registry.register_module(module=ITPNBackbone, force=True)
 
 __all__ = [
-    "DOTAMergedMetric", "ITPNADE20KDataset", "ITPNBackbone", "ITPNCocoDataset", "ITPNDOTADataset", "LayerDecayOptimWrapperConstructor", "MetricRecordsHook",
-    "RandomStateHook",
-    "layer_decay_groups", "load_config", "read_label_file", "run_detection", "run_rotated", "run_segmentation",
-    "run_task",
+    "AtomicCheckpointRunner", "DOTAMergedMetric", "ITPNADE20KDataset", "ITPNBackbone", "ITPNCocoDataset",
+    "ITPNDOTADataset", "LayerDecayOptimWrapperConstructor", "MetricRecordsHook", "RandomStateHook",
+    "checkpoints", "layer_decay_groups", "load_config", "read_label_file", "resume_point", "run_detection",
+    "run_rotated", "run_segmentation", "run_task",
 ]

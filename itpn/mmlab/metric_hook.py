@@ -34,9 +34,22 @@ def store_name(key: str) -> str:
     return key
 
 
+def written_after_checkpoint(row: Mapping[str, Any]) -> bool:
+    """Whether a curve row of a checkpoint's iteration was written after that checkpoint: mmengine saves
+    in ``after_train_iter`` and validates after it (``IterBasedTrainLoop.run``), so the validation rows of
+    that iteration come later and a run resumed from it writes them again."""
+    return row["split"] == "val"
+
+
 @HOOKS.register_module()
 class MetricRecordsHook(Hook):
-    """Writes the training curve as results-store rows and keeps the latest validation metrics."""
+    """Writes the training curve as results-store rows and keeps the latest validation metrics.
+
+    What the curve and ``seconds_per_iteration`` need of the iterations before a checkpoint (the losses
+    since the last logged row, every iteration's time) is saved in the checkpoint (``itpn_metric_records``)
+    and put back when a run resumes from it, so a killed and resumed run logs the rows an uninterrupted
+    one does. ``evaluated`` holds every metric of the last validation (usable or not) and
+    ``validated_at`` its iteration (``None``: no validation ran in this process)."""
 
     priority = "LOW"
 
@@ -45,10 +58,12 @@ class MetricRecordsHook(Hook):
         self.output_url = output_url
         self.log_every = log_every
         self.latest: dict[str, float] = {}
+        self.evaluated: dict[str, Any] = {}
+        self.validated_at: Optional[int] = None
         self.curve: Optional[CurveLog] = None
         self.losses: list[float] = []
         self.iteration_start = 0.0
-        self.iteration_seconds: list[float] = []  # forward, backward and step of every iteration of this job
+        self.iteration_seconds: list[float] = []  # forward, backward and step of every iteration of the run
 
     def record(self, split: str, name: str, value: float, step: int) -> dict[str, Any]:
         return MetricRecord(self.task, self.dataset, split, name, value, step, self.model, self.variant).to_dict()
@@ -60,7 +75,7 @@ class MetricRecordsHook(Hook):
     def before_train(self, runner: Runner) -> None:
         if self.curve is None and runner.rank == 0 and runner._resume:
             # keep the rows up to the checkpoint training starts from (none: iteration 0)
-            self.curve = CurveLog(join_url(self.output_url, CURVE_NAME), runner.iter)
+            self.curve = CurveLog(join_url(self.output_url, CURVE_NAME), runner.iter, written_after_checkpoint)
 
     def before_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None) -> None:
         if torch.cuda.is_available():
@@ -95,13 +110,23 @@ class MetricRecordsHook(Hook):
         return sum(timed) / len(timed)
 
     def after_val_epoch(self, runner: Runner, metrics: Optional[Mapping[str, float]] = None) -> None:
-        self.latest = {store_name(k): float(v) for k, v in (metrics or {}).items() if usable(v)}
+        self.evaluated = {store_name(k): v for k, v in (metrics or {}).items()}
+        self.validated_at = runner.iter
+        self.latest = {name: float(value) for name, value in self.evaluated.items() if usable(value)}
         if self.curve is not None:
             self.curve.write([self.record("val", name, value, runner.iter) for name, value in self.latest.items()])
 
     def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
+        checkpoint["itpn_metric_records"] = {"losses": list(self.losses),
+                                             "iteration_seconds": list(self.iteration_seconds)}
         if self.curve is not None:  # a curve in object storage is uploaded with each checkpoint
             self.curve.publish()
+
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
+        saved = checkpoint.get("itpn_metric_records")
+        if runner._resume and saved is not None:  # not for the fine-tuned weights an evaluation loads
+            self.losses = list(saved["losses"])
+            self.iteration_seconds = list(saved["iteration_seconds"])
 
     def after_run(self, runner: Runner) -> None:
         if self.curve is not None:

@@ -23,11 +23,13 @@ from mmengine.runner import Runner
 
 from itpn.data import split_dota
 from itpn.data.ade20k import find_base as find_ade20k_base
+from itpn.files import join_url
 from itpn.models.acceleration import get_acceleration
-from itpn.models.layout import TokenLayout, effective_layout
-from itpn.records import MetricRecord, write_metrics
+from itpn.models.layout import effective_layout
+from itpn.records import MetricRecord, TokenLayout, write_metrics
 
-from .metric_hook import MetricRecordsHook, store_name, usable
+from .checkpoints import AtomicCheckpointRunner, resume_point
+from .metric_hook import CURVE_NAME, MetricRecordsHook
 
 def load_config(config: str | Mapping[str, Any] | Config, cfg_options: Optional[Mapping[str, Any]] = None) -> Config:
     if isinstance(config, Config):
@@ -104,9 +106,17 @@ def run_task(
     ``checkpoint`` (a pre-training export) and ``variant`` (an acceleration variant) override the
     backbone's, ``data_root`` the data sets' (and the COCO evaluator's annotation file);
     ``cfg_options`` are dotted-key overrides as mmengine takes them. With ``resume`` (the default) a
-    training run continues from the latest checkpoint in ``work_dir`` when there is one (a killed run
-    picks up where it stopped; the training curve keeps the rows up to that checkpoint). The validation
-    rows carry the layout the backbone evaluated with, at the input size it saw (``evaluated_layout``).
+    training run continues from the newest checkpoint in ``work_dir`` when there is one
+    (``checkpoints.resume_point``: a killed run picks up where it stopped; the training curve keeps the
+    rows up to that checkpoint). Checkpoints are written atomically (``AtomicCheckpointRunner``).
+
+    The metrics are those of the validation after the last iteration. A run resumed from its last
+    checkpoint (killed after saving it, before or while validating) trains no iteration, so mmengine's
+    loop validates nothing: it is validated here, on the weights of that checkpoint. Raises
+    ``RuntimeError`` when the evaluation gives no usable metric, naming whether it ran, on which
+    weights, what it returned and what to do.
+    The validation rows carry the layout the backbone evaluated with, at the input size it saw
+    (``evaluated_layout``).
     """
     cfg = load_config(config, cfg_options)
     if data_root is not None:
@@ -128,7 +138,9 @@ def run_task(
         backbone.acceleration = variant
     cfg.work_dir = work_dir or cfg.get("work_dir") or os.path.join("work_dirs", task)
     if train and resume and not cfg.get("load_from"):
-        cfg.resume = True  # mmengine: the latest checkpoint of work_dir, if any
+        latest = resume_point(cfg.work_dir)
+        if latest is not None:  # mmengine: resume with load_from set continues from that file
+            cfg.resume, cfg.load_from = True, latest
     output_url = output_url or cfg.work_dir
     model_name = backbone.get("model_name", "fast_itpn_base_patch16_224")
     variant_name = backbone.get("acceleration", "baseline")
@@ -140,26 +152,47 @@ def run_task(
     cfg.custom_hooks += [recorder, dict(type="RandomStateHook")]
     if not torch.cuda.is_available():
         torch.set_flush_denormal(True)  # CPU: denormal optimizer states slow training down tenfold over time
-    runner = Runner.from_cfg(cfg)
+    runner = AtomicCheckpointRunner.from_cfg(cfg)
     sizes = watch_evaluation_sizes(runner)
     hook = next(h for h in runner.hooks if isinstance(h, MetricRecordsHook))
     if train:
-        runner.train()  # validates after the last iteration / epoch
-        metrics = hook.latest
+        runner.train()  # validates after the last iteration / epoch, if it trained one
+        if hook.validated_at != runner.iter and runner.val_loop is not None:
+            runner.val_loop.run()  # resumed from its last checkpoint: nothing trained, nothing validated
+            hook.after_run(runner)  # the curve, with this validation's rows, published again
+        weights = runner.message_hub.get_info("last_ckpt") or cfg.get("load_from")
     else:
-        metrics = {store_name(k): v for k, v in runner.val().items()}
+        runner.val()
+        weights = cfg.load_from
     layout = evaluated_layout(runner, sizes)
-    rows = [MetricRecord(task, dataset, "val", name, float(value), 0, model_name, variant_name, layout)
-            for name, value in metrics.items() if usable(value)]
+    rows = [MetricRecord(task, dataset, "val", name, value, 0, model_name, variant_name, layout)
+            for name, value in hook.latest.items()]
     if not rows:
-        raise RuntimeError(f"the {task} evaluation in {cfg.work_dir} produced no metric (a detector with no "
-                           f"detection above test_cfg's score_thr gets none from the COCO metric); see its log")
+        raise RuntimeError(no_metric_message(task, cfg, hook, runner.iter, weights))
     seconds = hook.seconds_per_iteration()
     if seconds is not None:
         rows.append(MetricRecord(task, dataset, "train", "seconds_per_iter", seconds, 0, model_name, variant_name))
     if runner.rank == 0:
         write_metrics(output_url, rows)
     return [row.to_dict() for row in rows]
+
+
+def no_metric_message(task: str, cfg: Config, hook: MetricRecordsHook, iteration: int,
+                      weights: Optional[str]) -> str:
+    """Why an OpenMMLab run has no metric to report: no evaluation ran (and why), or it ran on ``weights``
+    and returned none that is usable; with what to do."""
+    where = f"the {task} run in {cfg.work_dir}"
+    if hook.validated_at is None:
+        return (f"{where} has no metric: no evaluation ran (its config has no val_dataloader, val_cfg and "
+                f"val_evaluator to run one). Add them to {cfg.filename or 'the config'} and run again; the "
+                f"training's checkpoints stay in {cfg.work_dir}")
+    returned = ", ".join(f"{name}={value}" for name, value in hook.evaluated.items()) or "nothing"
+    return (f"{where} has no metric: its evaluation ran on the weights of iteration {iteration} "
+            f"({weights or 'not saved'}) and returned {returned}; none is a usable number (the COCO metric "
+            f"gives -1 for a detector with no detection above test_cfg's score_thr, and no score at all when "
+            f"the detector found nothing). Check the training loss in {join_url(hook.output_url, CURVE_NAME)}: "
+            f"train longer (train_cfg.max_iters) or lower the lr if it does not fall, or lower the model's "
+            f"test_cfg score_thr; the evaluation's log is in {cfg.work_dir}")
 
 
 def run_detection(config: str | Mapping[str, Any] | Config, **kwargs: Any) -> list[dict[str, Any]]:

@@ -22,6 +22,8 @@ from safetensors.torch import save as save_safetensors_bytes
 from timm.layers import resample_abs_pos_embed, resize_rel_pos_bias_table
 from torch import nn
 
+from itpn.files import write_atomically
+
 PRETRAIN_ONLY = re.compile(
     r"^(mask_token|decoder_|decoder\.|lm_head\.|lm_cls_head\.|norm_cls\.|cls_pt_layers\.|teacher\.|mfm_|mim_)"
 )
@@ -145,11 +147,7 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], url: str, metadata: di
     """
     tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
     payload = _sorted_metadata(save_safetensors_bytes(tensors, metadata=metadata))
-    filesystem, path = fsspec.core.url_to_fs(url)
-    temporary = f"{path}.tmp"
-    with filesystem.open(temporary, "wb") as handle:
-        handle.write(payload)
-    filesystem.mv(temporary, path)
+    write_atomically(url, payload)
 
 
 def is_official_layout(state_dict: dict[str, torch.Tensor]) -> bool:

@@ -7,27 +7,44 @@ so a flow that records again (after a crash, a retry or on purpose) rewrites its
 copies, a batch with one invalid row writes nothing, and two processes recording the same run at once
 leave one run with the rows of the newer attempt, no copy and no stale row. The rows are
 ``itpn.records.MetricRecord`` and ``BenchmarkRecord`` (or mappings with their keys).
+
+A PostgreSQL connection lost while recording (the server restarted, a network cut) is retried with
+backoff (``RETRY_DELAYS_S``), each retry named in the log: the transaction is rolled back with the
+connection, and recording an attempt again is what it did (idempotent), so a retry leaves the run
+once. A pooled connection the server dropped between two recordings is replaced before use
+(``pool_pre_ping``, ``services.store.engine``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from itpn.records import BenchmarkRecord, MetricRecord, as_record
 from services import artifacts as artifact_storage
 from services import settings
-from services.store.engine import StoreError, check_connection, make_engine
+from services.store.engine import (StoreError, StoreUnavailableError, check_connection, display_url, make_engine,
+                                   parse_url)
 from services.store.migrate import upgrade
 from services.store.models import Artifact, Benchmark, Experiment, Metric, Run, RunAttempt, utcnow
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Waits before each retry of a recording whose connection was lost: 31 s in all, in which a restarted
+# PostgreSQL is back (ours: `pg_ctl restart` takes 1-3 s; a failover longer than this fails the recording,
+# which the flows' task retries, and `itpn run` records again).
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 _METRIC_KEY = ("run_id", "task", "dataset", "split", "name", "step", "model", "variant", "input_h", "input_w")
 _BENCHMARK_KEY = ("run_id", "model", "variant", "resolution", "batch_size", "device", "dtype")
 
@@ -49,6 +66,44 @@ def _upsert(session: Session, model: type[Any], rows: list[dict[str, Any]], key:
     updates = {column: statement.excluded[column] for column in unique[0] if column not in key}
     session.execute(statement.on_conflict_do_update(index_elements=list(key), set_=updates), unique)
     return len(unique)
+
+
+def lost_connection(error: BaseException, url: str) -> bool:
+    """Whether ``error`` (or what caused it) is the store's database connection lost or refused: worth
+    retrying. On PostgreSQL every driver ``OperationalError`` is (psycopg raises it for a refused, closed
+    or terminated connection; a bad statement raises others); on SQLite only an invalidated connection."""
+    postgres = parse_url(url).get_backend_name() == "postgresql"
+    while error is not None:
+        if isinstance(error, DBAPIError) and (error.connection_invalidated
+                                              or (postgres and isinstance(error, OperationalError))):
+            return True
+        error = error.__cause__
+    return False
+
+
+def retry_lost_connection(action: Callable[[], T], url: str, what: str) -> T:
+    """``action()``, again after each of ``RETRY_DELAYS_S`` while it fails with a lost connection
+    (``lost_connection``), each retry logged as a warning; then the last error as ``StoreUnavailableError``."""
+    for attempt, delay in enumerate(RETRY_DELAYS_S, 1):
+        try:
+            return action()
+        except (DBAPIError, StoreError) as error:
+            if not lost_connection(error, url):
+                raise
+            reason = " ".join(str(getattr(error, "orig", None) or error).split())[:300]
+            log.warning("lost the connection to the results store %s while %s (%s); retry %d of %d in %.1f s",
+                        display_url(url), what, reason, attempt, len(RETRY_DELAYS_S), delay)
+            time.sleep(delay)
+    try:
+        return action()
+    except (DBAPIError, StoreError) as error:
+        if not lost_connection(error, url):
+            raise
+        raise StoreUnavailableError(
+            f"lost the connection to the results store {display_url(url)} while {what}, and it was not back "
+            f"after {len(RETRY_DELAYS_S)} retries over {sum(RETRY_DELAYS_S):.0f} s: "
+            f"{' '.join(str(getattr(error, 'orig', None) or error).split())}. Nothing of it was written; once the "
+            f"database is up, run again (a stage whose result is current is only recorded)") from error
 
 
 def _error_text(error: BaseException | str) -> str:
@@ -120,7 +175,8 @@ class ResultsWriter:
         newest attempt marks the run failed and keeps the rows of the attempt that produced them. An
         older attempt recorded late only joins the history. ``sweep`` marks the experiment as one of
         that sweep's. Raises ``ValueError`` for an invalid row (nothing is written), ``StoreError``
-        when ``run_key`` belongs to another experiment. Returns the run id, whether the attempt was
+        when ``run_key`` belongs to another experiment, ``StoreUnavailableError`` when the connection to
+        PostgreSQL was lost and stayed lost through every retry (``retry_lost_connection``). Returns the run id, whether the attempt was
         the newest, the run's status and the number of rows written.
         """
         if status not in ("completed", "failed"):
@@ -134,25 +190,30 @@ class ResultsWriter:
         benchmark_values = [{**as_record(BenchmarkRecord, row).to_dict(), "recorded_at": now} for row in benchmarks]
         artifact_values = [_artifact_values(name, url) for name, url in (artifacts or {}).items() if url]
         error_text = None if error is None else _error_text(error)
-        with self._sessions.begin() as session:
-            run_id = self._claim_run(session, experiment, run_key, sweep)
-            self._write_attempt(session, run_id, started, finished, status, error_text, flow_run_id)
-            newest = session.scalar(select(func.max(RunAttempt.started_at)).where(RunAttempt.run_id == run_id))
-            is_newest = _as_utc(newest) == started
-            counts = {"metrics": 0, "benchmarks": 0, "artifacts": 0}
-            if is_newest:
-                if status == "completed":
-                    counts = self._replace_rows(session, run_id, metric_values, benchmark_values, artifact_values)
-                run = session.get(Run, run_id, populate_existing=True)
-                run.status, run.error = status, error_text
-                run.started_at, run.finished_at = started, finished
-                run.duration_s = (finished - started).total_seconds()
-                run.flow_run_id = flow_run_id
-                run.git_commit, run.flow_name = git_commit, flow_name
-                run.params = _plain(params)
-                run.hardware = _plain(hardware)
-            status_now = session.scalar(select(Run.status).where(Run.id == run_id))
-            return {"run_id": run_id, "newest": is_newest, "status": status_now, **counts}
+
+        def transaction() -> dict[str, Any]:  # run again as a whole when its connection is lost
+            with self._sessions.begin() as session:
+                run_id = self._claim_run(session, experiment, run_key, sweep)
+                self._write_attempt(session, run_id, started, finished, status, error_text, flow_run_id)
+                newest = session.scalar(select(func.max(RunAttempt.started_at)).where(RunAttempt.run_id == run_id))
+                is_newest = _as_utc(newest) == started
+                counts = {"metrics": 0, "benchmarks": 0, "artifacts": 0}
+                if is_newest:
+                    if status == "completed":
+                        counts = self._replace_rows(session, run_id, metric_values, benchmark_values,
+                                                    artifact_values)
+                    run = session.get(Run, run_id, populate_existing=True)
+                    run.status, run.error = status, error_text
+                    run.started_at, run.finished_at = started, finished
+                    run.duration_s = (finished - started).total_seconds()
+                    run.flow_run_id = flow_run_id
+                    run.git_commit, run.flow_name = git_commit, flow_name
+                    run.params = _plain(params)
+                    run.hardware = _plain(hardware)
+                status_now = session.scalar(select(Run.status).where(Run.id == run_id))
+                return {"run_id": run_id, "newest": is_newest, "status": status_now, **counts}
+
+        return retry_lost_connection(transaction, self.url, f"recording run {run_key!r}")
 
     @staticmethod
     def _claim_run(session: Session, experiment: str, run_key: str, sweep: str) -> int:
@@ -209,7 +270,7 @@ def open_writer(url: str | None = None, *, migrate: bool = True) -> ResultsWrite
     """
     target = url or settings.store_url()
     if migrate:
-        upgrade(target)
+        retry_lost_connection(lambda: upgrade(target), target, "bringing its schema up to date")
     engine = make_engine(target)
-    check_connection(engine, target)
+    retry_lost_connection(lambda: check_connection(engine, target), target, "opening it")
     return ResultsWriter(target, engine)
