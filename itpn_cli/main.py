@@ -238,7 +238,8 @@ def run(params: str = PARAMS_OPTION, plan: bool = PLAN_OPTION, card: str = CARD_
 @app.command()
 def demo() -> None:
     """The whole experiment on generated data (the repository's params.yaml): ``itpn run`` of the demo."""
-    run("params.yaml")
+    # a command called as a function gets typer.Option objects for what it is not given: give every option
+    run("params.yaml", plan=False, card=CARD_OPTION.default, suite=SUITE_OPTION.default)
 
 
 @app.command()

@@ -1,10 +1,14 @@
 """``itpn run`` / ``itpn demo`` / ``itpn reproduce`` check the parameters whole before Prefect starts: each
 problem one line naming the file, the key, the value and the fix; exit 2, no traceback, no flow run."""
+from pathlib import Path
+
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from itpn_cli import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 runner = CliRunner()
 
@@ -51,3 +55,12 @@ def test_reproduce_names_real_data_that_is_not_there(tmp_path, no_flow):
                     "--output-dir", str(tmp_path / "grid"))
     assert f"data.root = '{missing}': no such folder" in output and "Fix: point data.root at" in output
     assert no_flow == []
+
+
+def test_demo_starts_the_experiment_and_prices_nothing(tmp_path, no_flow, monkeypatch):
+    """``itpn demo`` calls ``run`` as a function: every option of ``run`` must arrive as a value (a typer
+    default is an object, and a truthy ``--plan`` printed a plan, or failed, instead of running the demo)."""
+    monkeypatch.chdir(REPO)
+    result = runner.invoke(main.app, ["demo"])
+    assert [started[0] for started in no_flow] == ["experiment"], result.output
+    assert "GPU-hours" not in result.output
