@@ -70,7 +70,8 @@ CLASSIFICATION = {"img_size": 32, "batch_size": 4, "epochs": 2, "warmup_epochs":
                   "checkpoint_every": CHECKPOINT_EVERY, "eval_variants": ["baseline", "migration_30"]}
 SEGMENTATION = {"config": "configs/segmentation/demo_upernet_fast-itpn-tiny_generated-ade20k.py",
                 "cfg_options": {"train_cfg.max_iters": 4, "train_cfg.val_interval": 4, "train_dataloader.batch_size": 2,
-                                "default_hooks.checkpoint.interval": CHECKPOINT_EVERY},
+                                "default_hooks.checkpoint.interval": CHECKPOINT_EVERY,
+                                "model.backbone.window_size": 4},  # windows that act on its 128 px (8x8 tokens)
                 "eval_variants": ["migration_30", "window"]}
 SETS = {"imagenet": {"seed": 0, "num_classes": 3, "train_per_class": 4, "val_per_class": 2, "image_size": 32},
         "ade20k": {"seed": 0, "num_classes": 3, "train_images": 4, "val_images": 2, "image_size": 64}}
@@ -213,7 +214,7 @@ def test_an_experiment_killed_in_every_phase_of_every_stage_ends_with_the_uninte
     killed_stage("finetune_classification", killed, "itpn.finetune.classification:save_safetensors", "True", tmp_path)
     assert torch.load(out / "finetune_classification/run/checkpoint.pt", weights_only=False)["updates"] == 6
     killed_stage("finetune_classification", killed, "itpn.finetune.classification:set_acceleration",
-                 "args[1] == 'migration_30'", tmp_path)
+                 "args[1].name == 'migration_30'", tmp_path)  # the variant, resolved with its window size
     finished_variant = out / "finetune_classification/run/eval/baseline.json"
     evaluated_at = finished_variant.stat().st_mtime_ns
     assert not (out / "finetune_classification/run/eval/migration_30.json").exists()
