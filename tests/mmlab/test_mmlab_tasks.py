@@ -89,38 +89,6 @@ def test_upernet_trains_and_reports_miou(ade_dir, tiny_export, tmp_path):
         str(DEMO["upernet"]), data_root=ade_dir, work_dir=str(tmp_path / "eval"), cfg_options=options, train=False))
 
 
-def test_a_killed_segmentation_run_resumes_from_its_last_checkpoint(ade_dir, tiny_export, tmp_path):
-    """Checkpoints every 2 iterations of 4, killed after iteration 3: run again, it resumes at iteration 2
-    (not from scratch), and the curve holds each iteration once."""
-    from mmengine.hooks import Hook
-    from mmengine.registry import HOOKS
-
-    @HOOKS.register_module(force=True)
-    class KillAfterIteration(Hook):
-        def __init__(self, iteration):
-            self.iteration = iteration
-
-        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-            if runner.iter + 1 == self.iteration:
-                raise KeyboardInterrupt
-
-    options = {"train_cfg.max_iters": 4, "train_cfg.val_interval": 4, "default_hooks.checkpoint.interval": 2}
-    with pytest.raises(KeyboardInterrupt):
-        run_segmentation(str(DEMO["upernet"]), data_root=ade_dir, checkpoint=tiny_export, work_dir=str(tmp_path),
-                         log_every=1, cfg_options={**options, "custom_hooks": [
-                             dict(type="KillAfterIteration", iteration=3, priority="LOWEST")]})
-    first_checkpoint = (tmp_path / "iter_2.pth").stat().st_mtime_ns
-    assert not (tmp_path / "iter_4.pth").exists()
-
-    rows = run_segmentation(str(DEMO["upernet"]), data_root=ade_dir, checkpoint=tiny_export, work_dir=str(tmp_path),
-                            log_every=1, cfg_options=options)
-    assert (tmp_path / "iter_2.pth").stat().st_mtime_ns == first_checkpoint  # not trained again
-    assert (tmp_path / "iter_4.pth").exists()
-    losses = [row["step"] for row in read_rows(f"{tmp_path}/curve.jsonl") if row["name"] == "loss"]
-    assert losses == [1, 2, 3, 4]
-    assert "mIoU" in {row["name"] for row in rows}
-
-
 @pytest.mark.slow
 def test_rotated_detector_trains_on_patches_and_reports_merged_dota_map(dota_dir, tiny_export, tmp_path):
     options = dict(SHORT, itpn_dota_split=dict(patch_size=64, gap=16))
